@@ -1,0 +1,367 @@
+//! The single-node bus: in-process fan-out plus a bounded in-memory history.
+//!
+//! One mutex guards the sequence, the history and the subscriber table, so
+//! "assign an id, store it, hand it to the online user's actor" is one step:
+//! a subscriber never misses a notification and never sees one out of order.
+//!
+//! Event ids start at the boot time in microseconds, so ids keep increasing
+//! across restarts and a client resuming from before the restart is told its
+//! history was lost (`reset`) instead of silently skipping new ids.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use actix::Recipient;
+
+use super::{BoxFuture, Bus, BusError, BusMessage, History, Subscription};
+use crate::event::{Event, EventId, Payload};
+use crate::user_id::UserId;
+
+/// How long an idempotency key is remembered (as JetStream's duplicate window).
+const DEDUPE_WINDOW: Duration = Duration::from_secs(120);
+/// Most idempotency keys remembered at once; the oldest are forgotten first.
+const DEDUPE_CAPACITY: usize = 100_000;
+/// How often expired history is swept.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Limits of the in-memory history.
+#[derive(Debug, Clone, Copy)]
+pub struct HistoryLimits {
+    /// Notifications kept per user.
+    pub depth: usize,
+    /// How long a notification is kept.
+    pub max_age: Duration,
+    /// Total bytes of frames kept on the node.
+    pub max_bytes: u64,
+}
+
+/// The embedded bus. Cheap to clone.
+#[derive(Clone)]
+pub struct EmbeddedBus {
+    state: Arc<Mutex<State>>,
+}
+
+struct State {
+    limits: HistoryLimits,
+    last_id: u64,
+    /// Ids up to here may have been forgotten for users without a log (the
+    /// boot point, then the highest eviction of any dropped log).
+    forgotten_through: EventId,
+    logs: HashMap<UserId, UserLog>,
+    /// Every stored event in publish order, for age and size eviction.
+    /// Entries already evicted by depth stay until compacted.
+    order: VecDeque<(EventId, UserId)>,
+    retained: usize,
+    bytes: u64,
+    subscribers: HashMap<UserId, (u64, Recipient<BusMessage>)>,
+    next_token: u64,
+    dedupe: HashMap<String, (Instant, Vec<EventId>)>,
+    dedupe_order: VecDeque<(Instant, String)>,
+}
+
+struct UserLog {
+    events: VecDeque<Event>,
+    /// The newest id evicted from this log (or forgotten before it existed).
+    truncated_through: EventId,
+}
+
+struct Unsubscribe {
+    state: Arc<Mutex<State>>,
+    user: UserId,
+    token: u64,
+}
+
+impl Drop for Unsubscribe {
+    fn drop(&mut self) {
+        let mut state = lock(&self.state);
+        if state.subscribers.get(&self.user).is_some_and(|(t, _)| *t == self.token) {
+            state.subscribers.remove(&self.user);
+        }
+    }
+}
+
+fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
+    // A panic while holding the lock cannot leave State half-updated in a
+    // way that matters more than stopping delivery would; keep serving.
+    state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl EmbeddedBus {
+    /// A new bus; spawns its history sweeper on the current runtime.
+    pub fn start(limits: HistoryLimits) -> Self {
+        let boot_micros = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(1, |d| d.as_micros() as u64);
+        let bus = Self::with_first_id(limits, boot_micros);
+        let weak = Arc::downgrade(&bus.state);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(SWEEP_INTERVAL);
+            loop {
+                tick.tick().await;
+                let Some(state) = weak.upgrade() else { break };
+                lock(&state).evict(Instant::now());
+            }
+        });
+        bus
+    }
+
+    fn with_first_id(limits: HistoryLimits, first_id: u64) -> Self {
+        let floor = EventId(first_id.saturating_sub(1));
+        Self {
+            state: Arc::new(Mutex::new(State {
+                limits,
+                last_id: floor.0,
+                forgotten_through: floor,
+                logs: HashMap::new(),
+                order: VecDeque::new(),
+                retained: 0,
+                bytes: 0,
+                subscribers: HashMap::new(),
+                next_token: 0,
+                dedupe: HashMap::new(),
+                dedupe_order: VecDeque::new(),
+            })),
+        }
+    }
+
+    fn publish_now(&self, users: &[UserId], payload: &Payload, dedupe_key: Option<String>) -> Vec<EventId> {
+        let now = Instant::now();
+        // A key stands for one request: the same key with other users is another publish.
+        let dedupe_key = dedupe_key.map(|key| {
+            let mut scoped = key;
+            for user in users {
+                scoped.push('\0');
+                scoped.push_str(user.as_str());
+            }
+            scoped
+        });
+        let mut state = lock(&self.state);
+        state.forget_old_dedupe_keys(now);
+        if let Some(ids) = dedupe_key.as_ref().and_then(|k| state.dedupe.get(k)) {
+            return ids.1.clone();
+        }
+        let ids: Vec<EventId> = users.iter().map(|user| state.append(user, payload)).collect();
+        if let Some(key) = dedupe_key {
+            state.dedupe_order.push_back((now, key.clone()));
+            state.dedupe.insert(key, (now, ids.clone()));
+        }
+        state.evict(now);
+        ids
+    }
+
+    fn history_now(&self, user: &UserId, after: EventId) -> History {
+        let state = lock(&self.state);
+        let Some(log) = state.logs.get(user) else {
+            return History {
+                truncated: after < state.forgotten_through,
+                events: Vec::new(),
+            };
+        };
+        let first_newer = log.events.partition_point(|e| e.id <= after);
+        History {
+            truncated: after < log.truncated_through,
+            events: log.events.range(first_newer..).cloned().collect(),
+        }
+    }
+}
+
+impl State {
+    fn append(&mut self, user: &UserId, payload: &Payload) -> EventId {
+        self.last_id += 1;
+        let id = EventId(self.last_id);
+        let event = Event::new(id, None, payload);
+        let size = event.frame.len() as u64;
+        if let Some((_, actor)) = self.subscribers.get(user) {
+            actor.do_send(BusMessage::Event(event.clone()));
+        }
+        let forgotten = self.forgotten_through;
+        let depth = self.limits.depth;
+        let log = self.logs.entry(user.clone()).or_insert_with(|| UserLog {
+            events: VecDeque::new(),
+            truncated_through: forgotten,
+        });
+        log.events.push_back(event);
+        self.bytes += size;
+        self.retained += 1;
+        if log.events.len() > depth {
+            if let Some(old) = log.events.pop_front() {
+                log.truncated_through = old.id;
+                self.bytes -= old.frame.len() as u64;
+                self.retained -= 1;
+            }
+        }
+        self.order.push_back((id, user.clone()));
+        id
+    }
+
+    /// Drops notifications past the age or byte limit, oldest first.
+    fn evict(&mut self, now: Instant) {
+        while let Some((id, user)) = self.order.front() {
+            let Some(log) = self.logs.get_mut(user) else {
+                self.order.pop_front();
+                continue;
+            };
+            match log.events.front() {
+                Some(oldest) if oldest.id == *id => {
+                    let expired = now.duration_since(oldest.received_at) > self.limits.max_age;
+                    if !expired && self.bytes <= self.limits.max_bytes {
+                        break;
+                    }
+                    log.truncated_through = oldest.id;
+                    self.bytes -= oldest.frame.len() as u64;
+                    self.retained -= 1;
+                    log.events.pop_front();
+                    if log.events.is_empty() {
+                        self.forgotten_through = self.forgotten_through.max(log.truncated_through);
+                        self.logs.remove(user);
+                    }
+                }
+                // Already evicted by depth.
+                _ => {}
+            }
+            self.order.pop_front();
+        }
+        // Depth evictions leave stale entries behind; keep the index in proportion.
+        if self.order.len() > 2 * self.retained + 1024 {
+            let logs = &self.logs;
+            self.order.retain(|(id, user)| {
+                logs.get(user)
+                    .is_some_and(|log| log.events.front().is_some_and(|e| e.id <= *id))
+            });
+        }
+    }
+
+    fn forget_old_dedupe_keys(&mut self, now: Instant) {
+        while let Some((at, _)) = self.dedupe_order.front() {
+            let too_old = now.duration_since(*at) > DEDUPE_WINDOW;
+            if !too_old && self.dedupe_order.len() <= DEDUPE_CAPACITY {
+                break;
+            }
+            if let Some((_, key)) = self.dedupe_order.pop_front() {
+                self.dedupe.remove(&key);
+            }
+        }
+    }
+}
+
+impl Bus for EmbeddedBus {
+    fn subscribe(&self, user: UserId, to: Recipient<BusMessage>) -> BoxFuture<Result<Subscription, BusError>> {
+        let mut state = lock(&self.state);
+        state.next_token += 1;
+        let token = state.next_token;
+        state.subscribers.insert(user.clone(), (token, to));
+        let subscription = Subscription {
+            head: EventId(state.last_id),
+            guard: Box::new(Unsubscribe {
+                state: self.state.clone(),
+                user,
+                token,
+            }),
+        };
+        Box::pin(std::future::ready(Ok(subscription)))
+    }
+
+    fn history(&self, user: UserId, after: EventId) -> BoxFuture<Result<History, BusError>> {
+        Box::pin(std::future::ready(Ok(self.history_now(&user, after))))
+    }
+
+    fn publish(
+        &self,
+        users: Vec<UserId>,
+        payload: Payload,
+        dedupe_key: Option<String>,
+    ) -> BoxFuture<Result<Vec<EventId>, BusError>> {
+        Box::pin(std::future::ready(Ok(self.publish_now(&users, &payload, dedupe_key))))
+    }
+
+    fn is_connected(&self) -> bool {
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bus(depth: usize, max_bytes: u64) -> EmbeddedBus {
+        EmbeddedBus::with_first_id(
+            HistoryLimits {
+                depth,
+                max_age: Duration::from_secs(3600),
+                max_bytes,
+            },
+            1000,
+        )
+    }
+
+    fn user(id: &str) -> UserId {
+        UserId::parse(id).unwrap()
+    }
+
+    fn payload(n: u32) -> Payload {
+        Payload::from_json(format!(r#"{{"type":"t","n":{n}}}"#).as_bytes()).unwrap()
+    }
+
+    fn ids(history: &History) -> Vec<u64> {
+        history.events.iter().map(|e| e.id.0).collect()
+    }
+
+    #[test]
+    fn ids_increase_from_the_first_id_across_users() {
+        let bus = bus(10, 1 << 20);
+        let a = bus.publish_now(&[user("a"), user("b")], &payload(1), None);
+        let b = bus.publish_now(&[user("a")], &payload(2), None);
+        assert_eq!(a, vec![EventId(1000), EventId(1001)]);
+        assert_eq!(b, vec![EventId(1002)]);
+        assert_eq!(ids(&bus.history_now(&user("a"), EventId(999))), vec![1000, 1002]);
+        assert_eq!(ids(&bus.history_now(&user("a"), EventId(1000))), vec![1002]);
+        assert!(!bus.history_now(&user("a"), EventId(999)).truncated);
+    }
+
+    #[test]
+    fn depth_eviction_marks_older_resumes_as_truncated() {
+        let bus = bus(3, 1 << 20);
+        for n in 0..5 {
+            bus.publish_now(&[user("a")], &payload(n), None);
+        }
+        let h = bus.history_now(&user("a"), EventId(999));
+        assert!(h.truncated);
+        assert_eq!(ids(&h), vec![1002, 1003, 1004]);
+        let h = bus.history_now(&user("a"), EventId(1001));
+        assert!(!h.truncated);
+        assert_eq!(ids(&h), vec![1002, 1003, 1004]);
+    }
+
+    #[test]
+    fn resumes_from_before_boot_are_truncated() {
+        let bus = bus(3, 1 << 20);
+        assert!(bus.history_now(&user("nobody"), EventId(5)).truncated);
+        assert!(!bus.history_now(&user("nobody"), EventId(999)).truncated);
+    }
+
+    #[test]
+    fn byte_limit_evicts_the_oldest_of_any_user() {
+        let one = payload(0);
+        let frame = Event::new(EventId(1000), None, &one).frame.len() as u64;
+        let bus = bus(100, frame * 3);
+        for (n, u) in ["a", "b", "a", "b", "a"].iter().enumerate() {
+            bus.publish_now(&[user(u)], &payload(n as u32), None);
+        }
+        let a = bus.history_now(&user("a"), EventId(999));
+        let b = bus.history_now(&user("b"), EventId(999));
+        assert_eq!(ids(&a), vec![1004]);
+        assert_eq!(ids(&b), vec![1003]);
+        assert!(a.truncated && b.truncated);
+        assert!(lock(&bus.state).bytes <= frame * 3);
+    }
+
+    #[test]
+    fn an_idempotency_key_stores_once() {
+        let bus = bus(10, 1 << 20);
+        let first = bus.publish_now(&[user("a"), user("b")], &payload(1), Some("k1".into()));
+        let again = bus.publish_now(&[user("a"), user("b")], &payload(1), Some("k1".into()));
+        assert_eq!(first, again);
+        assert_eq!(ids(&bus.history_now(&user("a"), EventId(0))), vec![1000]);
+    }
+}

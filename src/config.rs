@@ -1,0 +1,208 @@
+//! `serve` settings: every one a flag and a `NOTIFY_*` environment variable
+//! (CONTRACT.md §4). A flag's long name is its variable's name without the
+//! `NOTIFY_` prefix, so an error can always name the variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+/// Settings of `campusbite-notify serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeConfig {
+    /// Address and port to listen on.
+    #[arg(long, env = "NOTIFY_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+
+    /// HS256 secret for user and publisher tokens (at least 16 bytes).
+    #[arg(long, env = "NOTIFY_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+
+    /// PEM public key; switches token checking to RS256 or ES256 by key type.
+    #[arg(long, env = "NOTIFY_JWT_PUBLIC_KEY_FILE")]
+    pub jwt_public_key_file: Option<PathBuf>,
+
+    /// Required `iss` claim.
+    #[arg(long, env = "NOTIFY_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+
+    /// Required `aud` claim.
+    #[arg(long, env = "NOTIFY_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+
+    /// Clock-skew allowance for `exp` and `nbf` when a token is checked at connect.
+    #[arg(long, env = "NOTIFY_JWT_LEEWAY", default_value = "5s", value_parser = duration)]
+    pub jwt_leeway: Duration,
+
+    /// How long before a stream's token expires the `token-expiring` event is sent.
+    #[arg(long, env = "NOTIFY_TOKEN_EXPIRY_WARNING", default_value = "60s", value_parser = duration)]
+    pub token_expiry_warning: Duration,
+
+    /// Comma-separated NATS servers; unset means the embedded single-node bus.
+    #[arg(long, env = "NOTIFY_NATS_URL")]
+    pub nats_url: Option<String>,
+
+    /// NATS subject prefix (`<prefix>.user.<userId>`).
+    #[arg(long, env = "NOTIFY_SUBJECT_PREFIX", default_value = "campusbite.notify", value_parser = subject_prefix)]
+    pub subject_prefix: String,
+
+    /// JetStream replicas of the notification stream (1, 3 or 5 in practice).
+    #[arg(long, env = "NOTIFY_STREAM_REPLICAS", default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=5))]
+    pub stream_replicas: u8,
+
+    /// Notifications kept per user for resume.
+    #[arg(long, env = "NOTIFY_HISTORY_DEPTH", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub history_depth: u32,
+
+    /// How long notifications are kept for resume (e.g. `24h`).
+    #[arg(long, env = "NOTIFY_HISTORY_MAX_AGE", default_value = "24h", value_parser = duration)]
+    pub history_max_age: Duration,
+
+    /// Embedded bus only: total bytes of history kept on this node; the
+    /// oldest notifications (of any user) go first beyond it.
+    #[arg(long, env = "NOTIFY_HISTORY_MAX_BYTES", default_value_t = 256 << 20, value_parser = clap::value_parser!(u64).range(1024..))]
+    pub history_max_bytes: u64,
+
+    /// Interval of keep-alive comments on every stream.
+    #[arg(long, env = "NOTIFY_KEEPALIVE", default_value = "15s", value_parser = duration)]
+    pub keepalive: Duration,
+
+    /// Open streams per node.
+    #[arg(long, env = "NOTIFY_MAX_CONNECTIONS", default_value_t = 100_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+
+    /// Open streams per user per node.
+    #[arg(long, env = "NOTIFY_MAX_CONNECTIONS_PER_USER", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections_per_user: u32,
+
+    /// Frames queued per stream before its client counts as too slow and is
+    /// disconnected (it reconnects and resumes from history).
+    #[arg(long, env = "NOTIFY_SINK_QUEUE", default_value_t = 32, value_parser = clap::value_parser!(u32).range(2..=65_536))]
+    pub sink_queue: u32,
+
+    /// Largest accepted notification JSON, in bytes.
+    #[arg(long, env = "NOTIFY_MAX_NOTIFICATION_BYTES", default_value_t = 65_536, value_parser = clap::value_parser!(u32).range(64..=1_048_576))]
+    pub max_notification_bytes: u32,
+
+    /// Most users in one batch publish.
+    #[arg(long, env = "NOTIFY_MAX_BATCH_USERS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_batch_users: u32,
+
+    /// Comma-separated allowed CORS origins; `*` allows any.
+    #[arg(long, env = "NOTIFY_CORS_ORIGINS")]
+    pub cors_origins: Option<String>,
+
+    /// `SameSite` of the session cookie: `none` (cross-site pages), `lax` or `strict`.
+    #[arg(long, env = "NOTIFY_COOKIE_SAME_SITE", default_value = "none", value_parser = ["none", "lax", "strict"])]
+    pub cookie_same_site: String,
+
+    /// Drain time on SIGTERM: streams are ended spread over it, then the process exits.
+    #[arg(long, env = "NOTIFY_SHUTDOWN_GRACE", default_value = "20s", value_parser = duration)]
+    pub shutdown_grace: Duration,
+
+    /// PEM certificate chain: serve HTTPS with HTTP/2.
+    #[arg(long, env = "NOTIFY_TLS_CERT_FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+
+    /// PEM private key for the certificate.
+    #[arg(long, env = "NOTIFY_TLS_KEY_FILE")]
+    pub tls_key_file: Option<PathBuf>,
+
+    /// HTTP worker threads (default: one per core).
+    #[arg(long, env = "NOTIFY_WORKERS", value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub workers: Option<u16>,
+}
+
+/// A setting that parsed but cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("{name}: {why}")]
+pub struct ConfigError {
+    /// The environment variable at fault.
+    pub name: &'static str,
+    /// What is wrong with it.
+    pub why: String,
+}
+
+impl ConfigError {
+    pub(crate) fn new(name: &'static str, why: impl Into<String>) -> Self {
+        Self {
+            name,
+            why: why.into(),
+        }
+    }
+}
+
+impl ServeConfig {
+    /// Cross-field checks that clap cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        match (&self.jwt_secret, &self.jwt_public_key_file) {
+            (None, None) => {
+                return Err(ConfigError::new(
+                    "NOTIFY_JWT_SECRET",
+                    "required (or set NOTIFY_JWT_PUBLIC_KEY_FILE)",
+                ))
+            }
+            (Some(secret), None) if secret.len() < 16 => {
+                return Err(ConfigError::new(
+                    "NOTIFY_JWT_SECRET",
+                    "must be at least 16 bytes",
+                ))
+            }
+            _ => {}
+        }
+        if self.keepalive < Duration::from_millis(100) {
+            return Err(ConfigError::new("NOTIFY_KEEPALIVE", "must be at least 100ms"));
+        }
+        if self.history_max_age < Duration::from_secs(1) {
+            return Err(ConfigError::new(
+                "NOTIFY_HISTORY_MAX_AGE",
+                "must be at least 1s",
+            ));
+        }
+        if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
+            return Err(ConfigError::new(
+                "NOTIFY_TLS_CERT_FILE",
+                "NOTIFY_TLS_CERT_FILE and NOTIFY_TLS_KEY_FILE go together",
+            ));
+        }
+        if let Some(url) = &self.nats_url {
+            if url.split(',').all(|u| u.trim().is_empty()) {
+                return Err(ConfigError::new("NOTIFY_NATS_URL", "no server given"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Allowed CORS origins; `None` when CORS is off, `Some([])` never.
+    pub fn cors_allowlist(&self) -> Option<Vec<String>> {
+        let list: Vec<String> = self
+            .cors_origins
+            .as_deref()?
+            .split(',')
+            .map(|o| o.trim().trim_end_matches('/').to_owned())
+            .filter(|o| !o.is_empty())
+            .collect();
+        (!list.is_empty()).then_some(list)
+    }
+}
+
+fn duration(raw: &str) -> Result<Duration, String> {
+    humantime::parse_duration(raw.trim())
+        .map_err(|e| format!("expected a duration like 15s, 20m or 24h ({e})"))
+}
+
+fn subject_prefix(raw: &str) -> Result<String, String> {
+    let ok = !raw.is_empty()
+        && raw.split('.').all(|token| {
+            !token.is_empty()
+                && !token
+                    .chars()
+                    .any(|c| c == '*' || c == '>' || c.is_whitespace() || c.is_control())
+        });
+    if ok {
+        Ok(raw.to_owned())
+    } else {
+        Err("expected dot-separated subject tokens without wildcards or spaces".into())
+    }
+}

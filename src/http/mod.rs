@@ -1,0 +1,133 @@
+//! The HTTP edge: routes, shared state, CORS and the access log.
+//!
+//! Handlers are thin: authenticate, validate, hand over to the registry or
+//! the bus, and map typed errors to the contract's JSON errors.
+
+mod error;
+mod ops;
+mod publish;
+mod session;
+mod subscribe;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix_cors::Cors;
+use actix_web::dev::{Service, ServiceRequest, ServiceResponse};
+use actix_web::{http::header, web, HttpRequest, HttpResponse};
+use metrics_exporter_prometheus::PrometheusHandle;
+
+pub use error::ApiError;
+pub use subscribe::ConnectionSlots;
+
+use crate::auth::Authenticator;
+use crate::bus::Bus;
+use crate::registry::Registry;
+use crate::shutdown::Lifecycle;
+
+/// Limits of the HTTP API.
+#[derive(Debug, Clone)]
+pub struct ApiLimits {
+    /// Largest notification JSON, in bytes.
+    pub max_notification_bytes: usize,
+    /// Most users in one batch publish.
+    pub max_batch_users: usize,
+    /// Frames queued per stream.
+    pub sink_queue: usize,
+    /// `SameSite` of the session cookie.
+    pub cookie_same_site: actix_web::cookie::SameSite,
+}
+
+/// What every handler can reach.
+pub struct AppState {
+    pub auth: Authenticator,
+    pub bus: Arc<dyn Bus>,
+    pub registry: Arc<Registry>,
+    pub lifecycle: Arc<Lifecycle>,
+    pub slots: Arc<ConnectionSlots>,
+    pub limits: ApiLimits,
+    pub prometheus: PrometheusHandle,
+}
+
+impl AppState {
+    /// Ready to deliver: the bus is connected and the node is not draining.
+    pub fn is_ready(&self) -> bool {
+        self.bus.is_connected() && !self.lifecycle.is_draining()
+    }
+}
+
+/// Registers every route; shared by the server and anything embedding it.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::scope("/api/notifications")
+            .route("/subscribe", web::get().to(subscribe::subscribe))
+            .route("/publish", web::post().to(publish::publish))
+            .route("/session", web::post().to(session::open))
+            .route("/session", web::delete().to(session::close)),
+    )
+    .route("/healthz", web::get().to(ops::healthz))
+    .route("/readyz", web::get().to(ops::readyz))
+    .route("/metrics", web::get().to(ops::metrics_text))
+    .route("/", web::get().to(ops::demo_page))
+    .default_service(web::to(|| async { Err::<HttpResponse, _>(ApiError::NotFound) }));
+}
+
+/// CORS for the configured origins; `*` allows any origin without credentials.
+pub fn cors(origins: Option<&[String]>) -> Cors {
+    let Some(origins) = origins else {
+        // Same-origin only: no CORS headers at all.
+        return Cors::default();
+    };
+    let cors = Cors::default()
+        .allowed_methods(["GET", "POST", "DELETE"])
+        .allowed_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::CACHE_CONTROL,
+            header::HeaderName::from_static("last-event-id"),
+            header::HeaderName::from_static("idempotency-key"),
+        ])
+        .expose_headers([header::RETRY_AFTER])
+        .max_age(3600);
+    if origins.iter().any(|o| o == "*") {
+        cors.allow_any_origin().send_wildcard()
+    } else {
+        origins
+            .iter()
+            .fold(cors, |cors, origin| cors.allowed_origin(origin))
+            .supports_credentials()
+    }
+}
+
+/// Logs one line per request with method, path and status — never the query
+/// string, which may hold a token.
+pub fn access_log<S, B>(
+    req: ServiceRequest,
+    srv: &S,
+) -> impl std::future::Future<Output = Result<ServiceResponse<B>, actix_web::Error>>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error>,
+{
+    let started = Instant::now();
+    let method = req.method().clone();
+    let path = req.path().to_owned();
+    let response = srv.call(req);
+    async move {
+        let response = response.await?;
+        let status = response.status().as_u16();
+        let micros = started.elapsed().as_micros() as u64;
+        if status >= 400 {
+            tracing::info!(target: "access", %method, %path, status, micros);
+        } else {
+            tracing::debug!(target: "access", %method, %path, status, micros);
+        }
+        Ok(response)
+    }
+}
+
+/// The bearer token of an `Authorization` header, if any.
+fn bearer(req: &HttpRequest) -> Option<&str> {
+    let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}

@@ -1,0 +1,41 @@
+//! Health, readiness, metrics and the demo page.
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpResponse};
+use serde_json::json;
+
+use super::AppState;
+use crate::metrics::metrics;
+
+/// The process is alive.
+pub(super) async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(json!({"status": "ok"}))
+}
+
+/// 200 only while the node can deliver: bus connected and not draining.
+pub(super) async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    let bus = state.bus.is_connected();
+    let draining = state.lifecycle.is_draining();
+    let ready = bus && !draining;
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    HttpResponse::build(status).json(json!({"ready": ready, "busConnected": bus, "draining": draining}))
+}
+
+/// Prometheus text format.
+pub(super) async fn metrics_text(state: web::Data<AppState>) -> HttpResponse {
+    let m = metrics();
+    m.bus_connected.set(f64::from(u8::from(state.bus.is_connected())));
+    m.ready.set(f64::from(u8::from(state.is_ready())));
+    m.draining.set(f64::from(u8::from(state.lifecycle.is_draining())));
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(state.prometheus.render())
+}
+
+/// The demo page: a CampusBite order-status client using only EventSource.
+pub(super) async fn demo_page() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .insert_header(("Cache-Control", "no-cache"))
+        .body(include_str!("../../static/index.html"))
+}

@@ -1,0 +1,150 @@
+//! `POST /api/notifications/publish`: a producer stores a notification for one
+//! user or a batch. Everything is validated before anything is published.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use futures_util::StreamExt;
+use serde::Deserialize;
+use serde_json::{json, value::RawValue, Map, Value};
+
+use super::{bearer, ApiError, AppState};
+use crate::auth::AuthError;
+use crate::bus::BusError;
+use crate::event::Payload;
+use crate::metrics::metrics;
+use crate::user_id::UserId;
+
+/// Longest accepted `Idempotency-Key`.
+const MAX_IDEMPOTENCY_KEY: usize = 200;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PublishBody<'a> {
+    #[serde(rename = "userId")]
+    user_id: Option<String>,
+    #[serde(rename = "userIds")]
+    user_ids: Option<Vec<String>>,
+    #[serde(borrow)]
+    notification: &'a RawValue,
+}
+
+/// The fields a browser client relies on; others pass through untouched.
+#[derive(Deserialize)]
+#[allow(dead_code)] // parsed only to check the types
+struct NotificationShape {
+    #[serde(rename = "type")]
+    kind: String,
+    title: Option<String>,
+    message: Option<String>,
+    data: Option<Map<String, Value>>,
+}
+
+pub(super) async fn publish(
+    req: HttpRequest,
+    mut body: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let token = bearer(&req).ok_or(AuthError::Missing);
+    if let Err(e) = token.and_then(|t| state.auth.publisher(t)) {
+        metrics().auth_failure(&e);
+        return Err(match e {
+            AuthError::MissingScope => ApiError::Forbidden,
+            e => ApiError::Unauthorized(e),
+        });
+    }
+    let dedupe_key = idempotency_key(&req)?;
+
+    let limits = &state.limits;
+    let max_body = limits.max_notification_bytes + limits.max_batch_users * 260 + 1024;
+    let mut raw = web::BytesMut::new();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| ApiError::BadRequest(format!("cannot read body: {e}")))?;
+        if raw.len() + chunk.len() > max_body {
+            return Err(ApiError::PayloadTooLarge(format!("body is larger than {max_body} bytes")));
+        }
+        raw.extend_from_slice(&chunk);
+    }
+
+    let parsed: PublishBody<'_> = serde_json::from_slice(&raw)
+        .map_err(|e| ApiError::BadRequest(format!("invalid publish body: {e}")))?;
+    let (users, batch) = users(&parsed, limits.max_batch_users)?;
+    let notification = parsed.notification.get();
+    if notification.len() > limits.max_notification_bytes {
+        return Err(ApiError::PayloadTooLarge(format!(
+            "notification is larger than {} bytes",
+            limits.max_notification_bytes
+        )));
+    }
+    serde_json::from_str::<NotificationShape>(notification)
+        .map_err(|e| ApiError::BadRequest(format!("invalid notification: {e}")))?;
+    let payload = Payload::from_raw(parsed.notification);
+
+    let ids = state
+        .bus
+        .publish(users.clone(), payload, dedupe_key)
+        .await
+        .map_err(|e| match e {
+            BusError::Unavailable => ApiError::BusUnavailable,
+            BusError::Other(e) => {
+                tracing::warn!(error = %e, "publish failed");
+                ApiError::BusUnavailable
+            }
+        })?;
+    metrics().published.increment(ids.len() as u64);
+
+    let answer = if batch {
+        let ids: Map<String, Value> = users
+            .iter()
+            .zip(&ids)
+            .map(|(user, id)| (user.to_string(), Value::String(id.to_string())))
+            .collect();
+        json!({ "ids": ids })
+    } else {
+        json!({ "id": ids[0].to_string() })
+    };
+    Ok(HttpResponse::Accepted().json(answer))
+}
+
+/// The target users, valid and without repeats; whether it is a batch.
+fn users(body: &PublishBody<'_>, max_batch: usize) -> Result<(Vec<UserId>, bool), ApiError> {
+    match (&body.user_id, &body.user_ids) {
+        (Some(one), None) => Ok((vec![UserId::parse(one)?], false)),
+        (None, Some(many)) => {
+            if many.is_empty() {
+                return Err(ApiError::BadRequest("userIds is empty".into()));
+            }
+            if many.len() > max_batch {
+                return Err(ApiError::PayloadTooLarge(format!(
+                    "userIds has more than {max_batch} users"
+                )));
+            }
+            let mut seen = std::collections::HashSet::with_capacity(many.len());
+            let mut users = Vec::with_capacity(many.len());
+            for raw in many {
+                let user = UserId::parse(raw)?;
+                if seen.insert(user.clone()) {
+                    users.push(user);
+                }
+            }
+            Ok((users, true))
+        }
+        _ => Err(ApiError::BadRequest(
+            "give exactly one of userId and userIds".into(),
+        )),
+    }
+}
+
+fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
+    let Some(value) = req.headers().get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = value
+        .to_str()
+        .ok()
+        .filter(|k| !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY)
+        .ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY} visible ASCII characters"
+            ))
+        })?;
+    Ok(Some(key.to_owned()))
+}

@@ -1,0 +1,180 @@
+//! `GET /api/notifications/subscribe`: authenticate, then hand the new
+//! stream to the user's actor and return a body that reads its queue.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use actix::Addr;
+use actix_web::body::{BodySize, MessageBody};
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
+use bytes::Bytes;
+use serde::Deserialize;
+use tokio::sync::mpsc;
+
+use super::{bearer, ApiError, AppState};
+use crate::event::EventId;
+use crate::metrics::{metrics, RejectReason};
+use crate::session::COOKIE_NAME;
+use crate::sse;
+use crate::user::{Join, JoinError, Leave, UserActor};
+
+/// Reconnect delays handed out by `retry:`; jittered per connection so a
+/// node restart does not make every browser come back in the same instant.
+const RETRY_MILLIS: std::ops::Range<u64> = 1000..4000;
+
+#[derive(Deserialize)]
+struct SubscribeQuery {
+    token: Option<String>,
+    #[serde(rename = "lastEventId")]
+    last_event_id: Option<String>,
+}
+
+/// The node-wide cap on open streams (`NOTIFY_MAX_CONNECTIONS`).
+pub struct ConnectionSlots {
+    open: AtomicU32,
+    max: u32,
+}
+
+impl ConnectionSlots {
+    pub fn new(max: u32) -> Arc<Self> {
+        Arc::new(Self {
+            open: AtomicU32::new(0),
+            max,
+        })
+    }
+
+    fn acquire(self: &Arc<Self>) -> Option<Slot> {
+        let taken = self
+            .open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < self.max).then_some(n + 1));
+        taken.ok().map(|_| {
+            metrics().connections_open.increment(1.0);
+            Slot(self.clone())
+        })
+    }
+
+    /// Streams open now.
+    pub fn open(&self) -> u32 {
+        self.open.load(Ordering::Acquire)
+    }
+}
+
+/// One taken slot; freed when the stream's body is dropped.
+struct Slot(Arc<ConnectionSlots>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::AcqRel);
+        metrics().connections_open.decrement(1.0);
+    }
+}
+
+pub(super) async fn subscribe(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let reject = |reason, error| {
+        metrics().rejected(reason).increment(1);
+        Err(error)
+    };
+    if state.lifecycle.is_draining() {
+        return reject(RejectReason::Draining, ApiError::Draining);
+    }
+    if !state.bus.is_connected() {
+        return reject(RejectReason::BusUnavailable, ApiError::BusUnavailable);
+    }
+    let query = web::Query::<SubscribeQuery>::from_query(req.query_string())
+        .map_err(|e| ApiError::BadRequest(format!("bad query string: {e}")))?
+        .into_inner();
+
+    // A token in the request beats the cookie: it is the page's own choice.
+    let cookie = req.cookie(COOKIE_NAME);
+    let token = query
+        .token
+        .as_deref()
+        .or_else(|| bearer(&req))
+        .or_else(|| cookie.as_ref().map(|c| c.value()))
+        .unwrap_or_default();
+    let user_token = state.auth.user(token).inspect_err(|e| metrics().auth_failure(e))?;
+
+    // The header is the browser's own, newer cursor.
+    let resume_after = match req.headers().get("last-event-id") {
+        Some(value) => Some(value.to_str().map_err(|_| ApiError::InvalidLastEventId)?),
+        None => query.last_event_id.as_deref(),
+    }
+    .filter(|raw| !raw.is_empty())
+    .map(EventId::parse)
+    .transpose()
+    .map_err(|_| ApiError::InvalidLastEventId)?;
+
+    let Some(slot) = state.slots.acquire() else {
+        return reject(RejectReason::NodeLimit, ApiError::NodeFull);
+    };
+    let (tx, rx) = mpsc::channel(state.limits.sink_queue);
+    let sink_id = state.registry.next_sink_id();
+    let join = Join {
+        sink_id,
+        tx,
+        resume_after,
+        expires_at: user_token.expires_at,
+    };
+    let actor = match state.registry.join(&user_token.user, join).await {
+        Ok(actor) => actor,
+        Err(JoinError::TooManyForUser) => {
+            return reject(RejectReason::PerUserLimit, ApiError::TooManyConnections)
+        }
+        Err(JoinError::BusUnavailable) => {
+            return reject(RejectReason::BusUnavailable, ApiError::BusUnavailable)
+        }
+    };
+
+    let retry = fastrand::u64(RETRY_MILLIS);
+    let body = SseBody {
+        head: Some(sse::retry(retry)),
+        rx,
+        leave: Some((actor, sink_id)),
+        _slot: slot,
+    };
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CONTENT_TYPE, "text/event-stream"))
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .insert_header(("X-Accel-Buffering", "no"))
+        .body(body))
+}
+
+/// The body of one stream: the `retry:` line, then whatever the user's
+/// actor queues, until the actor drops its sender.
+struct SseBody {
+    head: Option<Bytes>,
+    rx: mpsc::Receiver<Bytes>,
+    leave: Option<(Addr<UserActor>, u64)>,
+    _slot: Slot,
+}
+
+impl MessageBody for SseBody {
+    type Error = std::convert::Infallible;
+
+    fn size(&self) -> BodySize {
+        BodySize::Stream
+    }
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, Self::Error>>> {
+        if let Some(head) = self.head.take() {
+            return Poll::Ready(Some(Ok(head)));
+        }
+        self.rx.poll_recv(cx).map(|frame| frame.map(Ok))
+    }
+}
+
+impl Drop for SseBody {
+    fn drop(&mut self) {
+        // Frees the sink at once, even on a stream that has been silent.
+        if let Some((actor, sink_id)) = self.leave.take() {
+            actor.do_send(Leave { sink_id });
+        }
+    }
+}
+

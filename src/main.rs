@@ -1,0 +1,29 @@
+//! The `campusbite-notify` binary: parses the command line and runs it.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use campusbite_notify::cli::{self, Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return cli::report_parse_error(e),
+    };
+    match cli.command {
+        Command::Serve(config) => {
+            cli::init_logging();
+            let result = actix_web::rt::System::new().block_on(campusbite_notify::server::run(*config));
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Command::Token(args) => cli::token::run(&args),
+        Command::Publish(args) => cli::publish::run(&args),
+    }
+}

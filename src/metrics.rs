@@ -1,0 +1,144 @@
+//! Every Prometheus series of the service, declared in one place.
+//!
+//! Handles are registered once and kept, so the hot path (one increment per
+//! delivery) does no name lookup. No label ever carries a user id or token.
+
+use std::sync::OnceLock;
+
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+use metrics::{Counter, Gauge, Histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::auth::AuthError;
+
+/// Reasons a notification is not delivered to a stream.
+#[derive(Clone, Copy, Debug)]
+pub enum DropReason {
+    /// The stream's queue was full: the client is disconnected and resumes.
+    SlowConsumer,
+    /// A bus message whose body is not JSON; it would corrupt the stream.
+    InvalidPayload,
+}
+
+/// Reasons a new stream is refused.
+#[derive(Clone, Copy, Debug)]
+pub enum RejectReason {
+    PerUserLimit,
+    NodeLimit,
+    Draining,
+    BusUnavailable,
+}
+
+const DELIVERY_LATENCY_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+/// The service's metric handles.
+pub struct Metrics {
+    pub connections_open: Gauge,
+    pub connections_total: Counter,
+    pub users_online: Gauge,
+    pub received: Counter,
+    pub published: Counter,
+    pub delivered: Counter,
+    pub replayed: Counter,
+    pub delivery_latency: Histogram,
+    pub bus_connected: Gauge,
+    pub ready: Gauge,
+    pub draining: Gauge,
+    dropped: [Counter; 2],
+    rejected: [Counter; 4],
+}
+
+static METRICS: OnceLock<Metrics> = OnceLock::new();
+
+impl Metrics {
+    fn register() -> Self {
+        describe_gauge!("notify_connections_open", "Open SSE streams on this node.");
+        describe_gauge!("notify_connections_max", "NOTIFY_MAX_CONNECTIONS of this node.");
+        describe_gauge!("notify_users_online", "Users with at least one open stream on this node.");
+        describe_counter!("notify_connections_total", "SSE streams accepted.");
+        describe_counter!("notify_connections_rejected_total", "SSE streams refused, by reason.");
+        describe_counter!("notify_notifications_received_total", "Notifications this node received for its online users.");
+        describe_counter!("notify_notifications_published_total", "Notifications stored through the HTTP publish API.");
+        describe_counter!("notify_notifications_delivered_total", "Notifications written to a stream (one per stream).");
+        describe_counter!("notify_notifications_replayed_total", "Notifications written to a stream from history on resume.");
+        describe_counter!("notify_notifications_dropped_total", "Notifications not delivered to a stream, by reason.");
+        describe_histogram!("notify_delivery_latency_seconds", "From this node receiving a notification to queueing it on its streams.");
+        describe_counter!("notify_auth_failures_total", "Refused tokens, by reason.");
+        describe_gauge!("notify_bus_connected", "1 while the bus (NATS or embedded) is connected.");
+        describe_gauge!("notify_ready", "1 while /readyz answers 200.");
+        describe_gauge!("notify_draining", "1 after SIGTERM.");
+        for reason in AuthError::REASONS {
+            counter!("notify_auth_failures_total", "reason" => *reason).increment(0);
+        }
+        let dropped = |reason: &'static str| counter!("notify_notifications_dropped_total", "reason" => reason);
+        let rejected = |reason: &'static str| counter!("notify_connections_rejected_total", "reason" => reason);
+        let m = Self {
+            connections_open: gauge!("notify_connections_open"),
+            connections_total: counter!("notify_connections_total"),
+            users_online: gauge!("notify_users_online"),
+            received: counter!("notify_notifications_received_total"),
+            published: counter!("notify_notifications_published_total"),
+            delivered: counter!("notify_notifications_delivered_total"),
+            replayed: counter!("notify_notifications_replayed_total"),
+            delivery_latency: histogram!("notify_delivery_latency_seconds"),
+            bus_connected: gauge!("notify_bus_connected"),
+            ready: gauge!("notify_ready"),
+            draining: gauge!("notify_draining"),
+            dropped: [dropped("slow_consumer"), dropped("invalid_payload")],
+            rejected: [
+                rejected("per_user_limit"),
+                rejected("node_limit"),
+                rejected("draining"),
+                rejected("bus_unavailable"),
+            ],
+        };
+        // Touch every series so dashboards see zeros, not gaps.
+        for c in [&m.connections_total, &m.received, &m.published, &m.delivered, &m.replayed]
+            .into_iter()
+            .chain(&m.dropped)
+            .chain(&m.rejected)
+        {
+            c.increment(0);
+        }
+        for g in [&m.connections_open, &m.users_online, &m.bus_connected, &m.ready, &m.draining] {
+            g.set(0.0);
+        }
+        m
+    }
+
+    /// Counts a refused token.
+    pub fn auth_failure(&self, error: &AuthError) {
+        counter!("notify_auth_failures_total", "reason" => error.reason()).increment(1);
+    }
+
+    /// Counts a notification not delivered to one stream.
+    pub fn dropped(&self, reason: DropReason) -> &Counter {
+        &self.dropped[reason as usize]
+    }
+
+    /// Counts a refused stream.
+    pub fn rejected(&self, reason: RejectReason) -> &Counter {
+        &self.rejected[reason as usize]
+    }
+}
+
+/// The handles; a no-op recorder's until [`install`] has run.
+pub fn metrics() -> &'static Metrics {
+    METRICS.get_or_init(Metrics::register)
+}
+
+/// Installs the process-wide Prometheus recorder (once) and registers every series.
+pub fn install(max_connections: u32) -> Result<PrometheusHandle, String> {
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Full("notify_delivery_latency_seconds".into()),
+            DELIVERY_LATENCY_BUCKETS,
+        )
+        .and_then(|b| b.install_recorder())
+        .map_err(|e| e.to_string())?;
+    gauge!("notify_connections_max").set(f64::from(max_connections));
+    metrics();
+    Ok(handle)
+}

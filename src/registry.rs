@@ -1,0 +1,93 @@
+//! User id → the actor of that user on this node.
+//!
+//! A sharded concurrent map, so 100k connects do not queue behind one lock.
+//! Actors start on the worker thread of the request that needs them (which
+//! spreads them over the workers) and remove themselves when they stop.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::{Actor, Addr};
+use dashmap::DashMap;
+
+use crate::bus::Bus;
+use crate::user::{CloseAll, Join, JoinError, StreamPolicy, UserActor};
+use crate::user_id::UserId;
+
+/// How many times a join is retried when it races with a stopping actor.
+const JOIN_ATTEMPTS: usize = 3;
+
+/// The online users of this node.
+pub struct Registry {
+    actors: DashMap<UserId, Addr<UserActor>>,
+    bus: Arc<dyn Bus>,
+    policy: Arc<StreamPolicy>,
+    next_sink_id: AtomicU64,
+}
+
+impl Registry {
+    pub fn new(bus: Arc<dyn Bus>, policy: StreamPolicy) -> Arc<Self> {
+        Arc::new(Self {
+            actors: DashMap::new(),
+            bus,
+            policy: Arc::new(policy),
+            next_sink_id: AtomicU64::new(1),
+        })
+    }
+
+    /// A node-unique id for a new stream.
+    pub fn next_sink_id(&self) -> u64 {
+        self.next_sink_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Hands a new stream to its user's actor, starting one if needed.
+    pub async fn join(self: &Arc<Self>, user: &UserId, join: Join) -> Result<Addr<UserActor>, JoinError> {
+        for _ in 0..JOIN_ATTEMPTS {
+            let addr = self
+                .actors
+                .entry(user.clone())
+                .or_insert_with(|| {
+                    UserActor::new(user.clone(), self.bus.clone(), self.clone(), self.policy.clone()).start()
+                })
+                .clone();
+            match addr.send(join.clone()).await {
+                Ok(result) => return result.map(|()| addr),
+                // The actor stopped between lookup and delivery: start afresh.
+                Err(_) => self.forget(user, &addr),
+            }
+        }
+        Err(JoinError::BusUnavailable)
+    }
+
+    /// Removes `user`'s entry if it is still `addr` (called by a stopping actor).
+    pub fn forget(&self, user: &UserId, addr: &Addr<UserActor>) {
+        self.actors.remove_if(user, |_, current| current == addr);
+    }
+
+    /// Online users on this node.
+    pub fn len(&self) -> usize {
+        self.actors.len()
+    }
+
+    /// Whether no user is online here.
+    pub fn is_empty(&self) -> bool {
+        self.actors.is_empty()
+    }
+
+    /// Ends every stream, spread evenly over `spread` so that browsers do not
+    /// all reconnect in the same instant.
+    pub async fn close_all(&self, spread: Duration) {
+        const STEP: Duration = Duration::from_millis(50);
+        let actors: Vec<Addr<UserActor>> = self.actors.iter().map(|e| e.value().clone()).collect();
+        let steps = (spread.as_millis() / STEP.as_millis()).max(1) as usize;
+        let per_step = actors.len().div_ceil(steps).max(1);
+        let mut tick = tokio::time::interval(STEP);
+        for batch in actors.chunks(per_step) {
+            tick.tick().await;
+            for actor in batch {
+                actor.do_send(CloseAll);
+            }
+        }
+    }
+}

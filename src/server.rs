@@ -1,0 +1,140 @@
+//! Builds the node from its settings and runs it until it has drained.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::cookie::SameSite;
+use actix_web::{middleware, web, App, HttpServer};
+
+use crate::auth::Authenticator;
+use crate::bus::embedded::{EmbeddedBus, HistoryLimits};
+use crate::bus::Bus;
+use crate::config::{ConfigError, ServeConfig};
+use crate::http::{self, ApiLimits, AppState, ConnectionSlots};
+use crate::registry::Registry;
+use crate::shutdown::{self, Lifecycle};
+use crate::user::StreamPolicy;
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("server failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Runs `serve` until a shutdown signal has drained the node.
+pub async fn run(config: ServeConfig) -> Result<(), StartError> {
+    config.validate()?;
+    if config.tls_cert_file.is_some() {
+        return Err(ConfigError::new("NOTIFY_TLS_CERT_FILE", "HTTPS is not available in this build yet").into());
+    }
+    let prometheus = crate::metrics::install(config.max_connections)
+        .map_err(|e| ConfigError::new("RUST_LOG", format!("metrics recorder: {e}")))?;
+    let auth = Authenticator::from_config(&config)?;
+    let bus: Arc<dyn Bus> = match &config.nats_url {
+        None => Arc::new(EmbeddedBus::start(HistoryLimits {
+            depth: config.history_depth as usize,
+            max_age: config.history_max_age,
+            max_bytes: config.history_max_bytes,
+        })),
+        Some(_) => {
+            return Err(ConfigError::new("NOTIFY_NATS_URL", "the NATS bus is not available in this build yet").into())
+        }
+    };
+    let registry = Registry::new(
+        bus.clone(),
+        StreamPolicy {
+            keepalive: config.keepalive,
+            expiry_warning: config.token_expiry_warning,
+            max_per_user: config.max_connections_per_user as usize,
+        },
+    );
+    let lifecycle = Arc::new(Lifecycle::default());
+    let state = web::Data::new(AppState {
+        auth,
+        bus,
+        registry: registry.clone(),
+        lifecycle: lifecycle.clone(),
+        slots: ConnectionSlots::new(config.max_connections),
+        limits: ApiLimits {
+            max_notification_bytes: config.max_notification_bytes as usize,
+            max_batch_users: config.max_batch_users as usize,
+            sink_queue: config.sink_queue as usize,
+            cookie_same_site: match config.cookie_same_site.as_str() {
+                "strict" => SameSite::Strict,
+                "lax" => SameSite::Lax,
+                _ => SameSite::None,
+            },
+        },
+        prometheus: prometheus.clone(),
+    });
+
+    let cors_origins = config.cors_allowlist();
+    let workers = config
+        .workers
+        .map(usize::from)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .wrap(http::cors(cors_origins.as_deref()))
+            .wrap_fn(http::access_log)
+            .wrap(middleware::DefaultHeaders::new().add(("X-Content-Type-Options", "nosniff")))
+            .configure(http::configure)
+    })
+    // A closed browser must free its stream at once, even when it is silent.
+    .h1_allow_half_closed(false)
+    .disable_signals()
+    .shutdown_timeout(shutdown::FLUSH_TIME.as_secs().max(1))
+    .workers(workers)
+    // Our own limit answers 503; the acceptor's must never be hit first.
+    .max_connections(config.max_connections as usize + 1024)
+    .backlog(4096)
+    .bind(config.listen)
+    .map_err(|source| StartError::Bind { addr: config.listen, source })?;
+
+    for addr in server.addrs() {
+        println!("listening on {addr}");
+    }
+    std::io::stdout().flush()?;
+    tracing::info!(listen = %config.listen, workers, bus = if config.nats_url.is_some() { "nats" } else { "embedded" }, "serving");
+
+    let server = server.run();
+    let handle = server.handle();
+    let grace = config.shutdown_grace;
+    actix_web::rt::spawn(async move {
+        shutdown::signal().await;
+        tracing::info!(streams_users = registry.len(), grace = ?grace, "draining");
+        lifecycle.start_draining();
+        hard_deadline(grace);
+        registry.close_all(shutdown::close_spread(grace)).await;
+        // Streams that joined while the first pass ran.
+        registry.close_all(Duration::ZERO).await;
+        handle.stop(true).await;
+    });
+    actix_web::rt::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            prometheus.run_upkeep();
+        }
+    });
+    server.await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Exits the process at `grace` whatever is still running: the contract's bound.
+fn hard_deadline(grace: Duration) {
+    std::thread::spawn(move || {
+        std::thread::sleep(grace);
+        tracing::warn!("grace period over; exiting");
+        std::process::exit(0);
+    });
+}

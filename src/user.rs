@@ -1,0 +1,345 @@
+//! The actor of one online user on this node.
+//!
+//! It owns the user's streams ("sinks": one per tab or device), the user's
+//! bus subscription, and the id of the last notification it fanned out.
+//! Every write to a sink happens here, so sinks need no locks. A
+//! notification's frame is encoded once by the bus and shared by all sinks.
+//! The actor stops when its last sink closes, and unsubscribes on the way.
+//!
+//! History reads (a resuming tab, a gap, a bus reconnect) run with
+//! `ctx.wait`: live notifications wait in the mailbox meanwhile, so each sink
+//! sees history first and then live, in id order, with no duplicate.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use actix::prelude::*;
+use bytes::{Bytes, BytesMut};
+use tokio::sync::mpsc::{self, error::TrySendError};
+
+use crate::bus::{Bus, BusMessage, History, Subscription};
+use crate::event::{Event, EventId};
+use crate::metrics::{metrics, DropReason};
+use crate::registry::Registry;
+use crate::sse;
+use crate::user_id::UserId;
+
+/// Per-stream policy shared by all actors.
+#[derive(Debug, Clone)]
+pub struct StreamPolicy {
+    /// Interval of keep-alive comments.
+    pub keepalive: Duration,
+    /// How long before token expiry `token-expiring` is sent.
+    pub expiry_warning: Duration,
+    /// Streams allowed per user on this node.
+    pub max_per_user: usize,
+}
+
+/// A new stream for this user.
+#[derive(Message, Clone)]
+#[rtype(result = "Result<(), JoinError>")]
+pub struct Join {
+    /// Node-unique id of the stream, used by [`Leave`].
+    pub sink_id: u64,
+    /// Where this stream's frames go; the HTTP body reads the other end.
+    pub tx: mpsc::Sender<Bytes>,
+    /// The client's last event id, if it is resuming.
+    pub resume_after: Option<EventId>,
+    /// The token's `exp` (unix seconds): the stream ends then.
+    pub expires_at: u64,
+}
+
+/// A stream's HTTP body was dropped (the client went away, or it ended).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Leave {
+    pub sink_id: u64,
+}
+
+/// End every stream of this user (node draining): browsers reconnect elsewhere.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct CloseAll;
+
+/// Why a stream could not join.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+pub enum JoinError {
+    #[error("too many streams for this user")]
+    TooManyForUser,
+    #[error("the bus is unavailable")]
+    BusUnavailable,
+}
+
+struct Sink {
+    id: u64,
+    tx: mpsc::Sender<Bytes>,
+    /// The last notification id this sink has been given.
+    cursor: EventId,
+    timers: [SpawnHandle; 2],
+}
+
+enum Outcome {
+    Sent,
+    Full,
+    Gone,
+}
+
+/// The actor of one online user.
+pub struct UserActor {
+    user: UserId,
+    bus: Arc<dyn Bus>,
+    registry: Arc<Registry>,
+    policy: Arc<StreamPolicy>,
+    sinks: Vec<Sink>,
+    /// The last id fanned out; live events at or below it are duplicates.
+    delivered: EventId,
+    subscription: Option<Subscription>,
+}
+
+impl UserActor {
+    pub fn new(user: UserId, bus: Arc<dyn Bus>, registry: Arc<Registry>, policy: Arc<StreamPolicy>) -> Self {
+        Self {
+            user,
+            bus,
+            registry,
+            policy,
+            sinks: Vec::new(),
+            delivered: EventId(0),
+            subscription: None,
+        }
+    }
+
+    fn fan_out(&mut self, event: &Event) {
+        let mut written = 0u64;
+        let mut slow = Vec::new();
+        for sink in &mut self.sinks {
+            if event.id <= sink.cursor {
+                continue;
+            }
+            sink.cursor = event.id;
+            match offer(&sink.tx, event.frame.clone()) {
+                Outcome::Sent => written += 1,
+                Outcome::Full => {
+                    metrics().dropped(DropReason::SlowConsumer).increment(1);
+                    slow.push(sink.id);
+                }
+                Outcome::Gone => slow.push(sink.id),
+            }
+        }
+        self.delivered = self.delivered.max(event.id);
+        let m = metrics();
+        m.received.increment(1);
+        m.delivered.increment(written);
+        m.delivery_latency.record(event.received_at.elapsed().as_secs_f64());
+        self.close_sinks(&slow);
+    }
+
+    /// Reads history after `delivered` and fans it out (gap or bus reconnect).
+    fn catch_up(&mut self, ctx: &mut Context<Self>) {
+        let history = self.bus.history(self.user.clone(), self.delivered);
+        ctx.wait(history.into_actor(self).map(|result, actor, _| match result {
+            Ok(history) => {
+                for event in &history.events {
+                    actor.fan_out(event);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "history read for catch-up failed"),
+        }));
+    }
+
+    /// Sends `resume_after`'s missed notifications to one new sink.
+    fn replay(&mut self, ctx: &mut Context<Self>, sink_id: u64, after: EventId) {
+        let history = self.bus.history(self.user.clone(), after);
+        ctx.wait(history.into_actor(self).map(move |result, actor, _| {
+            let history = result.unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "history read for resume failed");
+                // Say so rather than pretend nothing was missed.
+                History {
+                    truncated: true,
+                    events: Vec::new(),
+                }
+            });
+            actor.write_replay(sink_id, &history);
+        }));
+    }
+
+    fn write_replay(&mut self, sink_id: u64, history: &History) {
+        let Some(sink) = self.sinks.iter_mut().find(|s| s.id == sink_id) else {
+            return;
+        };
+        // One chunk for the whole replay: it never fills the queue by itself.
+        let mut chunk = BytesMut::new();
+        if history.truncated {
+            chunk.extend_from_slice(&sse::reset_history_truncated());
+        }
+        let mut count = 0;
+        for event in &history.events {
+            if event.id > sink.cursor {
+                chunk.extend_from_slice(&event.frame);
+                sink.cursor = event.id;
+                count += 1;
+            }
+        }
+        if chunk.is_empty() {
+            return;
+        }
+        match offer(&sink.tx, chunk.freeze()) {
+            Outcome::Sent => metrics().replayed.increment(count),
+            Outcome::Full | Outcome::Gone => self.close_sinks(&[sink_id]),
+        }
+    }
+
+    fn close_sinks(&mut self, ids: &[u64]) {
+        if ids.is_empty() {
+            return;
+        }
+        self.sinks.retain(|s| !ids.contains(&s.id));
+        // Dropping a sender ends its body; the body's drop then sends Leave,
+        // which finds nothing left to do.
+    }
+
+    fn stop_if_idle(&mut self, ctx: &mut Context<Self>) {
+        if self.sinks.is_empty() {
+            ctx.stop();
+        }
+    }
+}
+
+fn offer(tx: &mpsc::Sender<Bytes>, frame: Bytes) -> Outcome {
+    match tx.try_send(frame) {
+        Ok(()) => Outcome::Sent,
+        Err(TrySendError::Full(_)) => Outcome::Full,
+        Err(TrySendError::Closed(_)) => Outcome::Gone,
+    }
+}
+
+/// Time from now until unix second `at`, zero if past.
+fn until(at: u64) -> Duration {
+    (UNIX_EPOCH + Duration::from_secs(at))
+        .duration_since(SystemTime::now())
+        .unwrap_or(Duration::ZERO)
+}
+
+impl Actor for UserActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        metrics().users_online.increment(1.0);
+        let subscribe = self.bus.subscribe(self.user.clone(), ctx.address().recipient());
+        ctx.wait(subscribe.into_actor(self).map(|result, actor, ctx| match result {
+            Ok(subscription) => {
+                actor.delivered = subscription.head;
+                actor.subscription = Some(subscription);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "bus subscribe failed");
+                ctx.stop();
+            }
+        }));
+        ctx.run_interval(self.policy.keepalive, |actor, ctx| {
+            let mut stuck = Vec::new();
+            for sink in &actor.sinks {
+                if !matches!(offer(&sink.tx, sse::KEEPALIVE), Outcome::Sent) {
+                    stuck.push(sink.id);
+                }
+            }
+            actor.close_sinks(&stuck);
+            actor.stop_if_idle(ctx);
+        });
+    }
+
+    fn stopping(&mut self, ctx: &mut Context<Self>) -> Running {
+        self.registry.forget(&self.user, &ctx.address());
+        Running::Stop
+    }
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        metrics().users_online.decrement(1.0);
+    }
+}
+
+impl Handler<Join> for UserActor {
+    type Result = Result<(), JoinError>;
+
+    fn handle(&mut self, join: Join, ctx: &mut Context<Self>) -> Self::Result {
+        if self.subscription.is_none() {
+            return Err(JoinError::BusUnavailable);
+        }
+        if self.sinks.len() >= self.policy.max_per_user {
+            return Err(JoinError::TooManyForUser);
+        }
+        let start = join.resume_after.unwrap_or(self.delivered);
+        if !matches!(offer(&join.tx, sse::start(start)), Outcome::Sent) {
+            return Ok(());
+        }
+        let sink_id = join.sink_id;
+        let expires_in = until(join.expires_at);
+        let warn_in = expires_in.saturating_sub(self.policy.expiry_warning);
+        let expires_at = join.expires_at;
+        let warn = ctx.run_later(warn_in, move |actor, _| {
+            if let Some(sink) = actor.sinks.iter().find(|s| s.id == sink_id) {
+                let _ = sink.tx.try_send(sse::token_expiring(expires_at));
+            }
+        });
+        let expire = ctx.run_later(expires_in, move |actor, ctx| {
+            actor.close_sinks(&[sink_id]);
+            actor.stop_if_idle(ctx);
+        });
+        self.sinks.push(Sink {
+            id: sink_id,
+            tx: join.tx,
+            cursor: start,
+            timers: [warn, expire],
+        });
+        metrics().connections_total.increment(1);
+        if start < self.delivered {
+            self.replay(ctx, sink_id, start);
+        }
+        Ok(())
+    }
+}
+
+impl Handler<Leave> for UserActor {
+    type Result = ();
+
+    fn handle(&mut self, leave: Leave, ctx: &mut Context<Self>) {
+        if let Some(at) = self.sinks.iter().position(|s| s.id == leave.sink_id) {
+            let sink = self.sinks.swap_remove(at);
+            for timer in sink.timers {
+                ctx.cancel_future(timer);
+            }
+        }
+        self.stop_if_idle(ctx);
+    }
+}
+
+impl Handler<BusMessage> for UserActor {
+    type Result = ();
+
+    fn handle(&mut self, message: BusMessage, ctx: &mut Context<Self>) {
+        match message {
+            BusMessage::Event(event) => {
+                if event.id <= self.delivered {
+                    return;
+                }
+                if event.previous.is_some_and(|p| p > self.delivered) {
+                    // A live notification went missing: fetch from history
+                    // (which includes this one) before anything later.
+                    self.catch_up(ctx);
+                } else {
+                    self.fan_out(&event);
+                }
+            }
+            BusMessage::Resync => self.catch_up(ctx),
+        }
+    }
+}
+
+impl Handler<CloseAll> for UserActor {
+    type Result = ();
+
+    fn handle(&mut self, _: CloseAll, ctx: &mut Context<Self>) {
+        self.sinks.clear();
+        ctx.stop();
+    }
+}
