@@ -1,0 +1,53 @@
+//! Connection limits: per user (429) and per node (503 `node_full`).
+
+use crate::helpers::*;
+
+/// Retries a subscribe for `user` until it is accepted (closing a stream is
+/// asynchronous on the server side).
+async fn subscribe_eventually(app: &TestApp, user: &str) -> SseStream {
+    wait_until("a freed slot to accept a new stream", || async move {
+        let mut s = SseStream::open(app.subscribe_request(&app.user_token(user))).await;
+        if s.status.as_u16() == 200 {
+            s.expect_start().await;
+            Some(s)
+        } else {
+            None
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_users_third_stream_is_refused_with_429_when_the_per_user_limit_is_two() {
+    let app = spawn_app_with(&[("NOTIFY_MAX_CONNECTIONS_PER_USER", "2")]).await;
+    let first = app.subscribe("u1").await;
+    let _second = app.subscribe("u1").await;
+
+    let resp = app.subscribe_request(&app.user_token("u1")).send().await.unwrap();
+    assert_error(resp, 429, "too_many_connections").await;
+    let _other_user = app.subscribe("u2").await;
+    assert!(app.metrics().await.value_or_zero("notify_connections_rejected_total", &[]) >= 1.0);
+
+    drop(first);
+    let mut again = subscribe_eventually(&app, "u1").await;
+    let id = app.publish_n("u1", 1).await;
+    assert_eq!(again.next_message().await.0, id);
+}
+
+#[tokio::test]
+async fn any_stream_beyond_the_node_limit_is_refused_with_503_node_full() {
+    let app = spawn_app_with(&[("NOTIFY_MAX_CONNECTIONS", "2")]).await;
+    let first = app.subscribe("u1").await;
+    let _second = app.subscribe("u2").await;
+
+    let resp = app.subscribe_request(&app.user_token("u3")).send().await.unwrap();
+    assert_error(resp, 503, "node_full").await;
+    let resp = app.subscribe_request(&app.user_token("u1")).send().await.unwrap();
+    assert_error(resp, 503, "node_full").await;
+    assert!(app.metrics().await.value_or_zero("notify_connections_rejected_total", &[]) >= 2.0);
+
+    drop(first);
+    let mut again = subscribe_eventually(&app, "u3").await;
+    let id = app.publish_n("u3", 1).await;
+    assert_eq!(again.next_message().await.0, id);
+}

@@ -1,0 +1,18 @@
+//! Black-box tests of `campusbite-notify serve` (issue 2, CONTRACT.md §1–§4):
+//! every test starts the real binary on a free port and speaks HTTP and
+//! Server-Sent Events to it.
+
+mod helpers;
+
+mod auth;
+mod config;
+mod cors;
+mod expiry;
+mod limits;
+mod ops;
+mod publish;
+mod resume;
+mod session;
+mod shutdown;
+mod slow_client;
+mod subscribe;
