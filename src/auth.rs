@@ -103,7 +103,10 @@ impl Authenticator {
     pub fn from_config(config: &ServeConfig) -> Result<Self, ConfigError> {
         let (key, algorithm) = match (&config.jwt_public_key_file, &config.jwt_secret) {
             (Some(path), _) => public_key(path)?,
-            (None, Some(secret)) => (DecodingKey::from_secret(secret.as_bytes()), Algorithm::HS256),
+            (None, Some(secret)) => (
+                DecodingKey::from_secret(secret.as_bytes()),
+                Algorithm::HS256,
+            ),
             (None, None) => return Err(ConfigError::new("NOTIFY_JWT_SECRET", "required")),
         };
         let mut validation = Validation::new(algorithm);
@@ -131,7 +134,9 @@ impl Authenticator {
     /// Checks a browser's token; its `sub` must be a valid user id.
     pub fn user(&self, token: &str) -> Result<UserToken, AuthError> {
         let claims = self.decode(token)?;
-        let sub = claims.sub.ok_or_else(|| AuthError::MissingClaim("sub".into()))?;
+        let sub = claims
+            .sub
+            .ok_or_else(|| AuthError::MissingClaim("sub".into()))?;
         Ok(UserToken {
             user: UserId::parse(&sub)?,
             expires_at: claims.exp,
@@ -216,7 +221,13 @@ mod tests {
     }
 
     fn config(extra: &[&str]) -> ServeConfig {
-        let mut args = vec!["x", "--jwt-secret", "unit-test-secret-0123456789", "--jwt-leeway", "0s"];
+        let mut args = vec![
+            "x",
+            "--jwt-secret",
+            "unit-test-secret-0123456789",
+            "--jwt-leeway",
+            "0s",
+        ];
         args.extend_from_slice(extra);
         Wrapper::parse_from(args).config
     }
@@ -233,7 +244,9 @@ mod tests {
     #[test]
     fn accepts_a_valid_user_token() {
         let auth = Authenticator::from_config(&config(&[])).unwrap();
-        let got = auth.user(&token(json!({"sub":"u1","exp":in_an_hour()}))).unwrap();
+        let got = auth
+            .user(&token(json!({"sub":"u1","exp":in_an_hour()})))
+            .unwrap();
         assert_eq!(got.user.as_str(), "u1");
     }
 
@@ -243,12 +256,30 @@ mod tests {
         let cases = [
             (String::new(), "missing"),
             ("abc".into(), "malformed"),
-            (token(json!({"sub":"u1","exp":now_unix()-10,"iss":"campusbite"})), "expired"),
-            (token(json!({"sub":"u1","exp":in_an_hour(),"iss":"other"})), "wrong_issuer_or_audience"),
-            (token(json!({"sub":"u1","exp":in_an_hour()})), "missing_claim"),
-            (token(json!({"sub":"a.b","exp":in_an_hour(),"iss":"campusbite"})), "invalid_subject"),
-            (token(json!({"exp":in_an_hour(),"iss":"campusbite"})), "missing_claim"),
-            (token(json!({"sub":"u1","exp":in_an_hour(),"nbf":in_an_hour(),"iss":"campusbite"})), "not_yet_valid"),
+            (
+                token(json!({"sub":"u1","exp":now_unix()-10,"iss":"campusbite"})),
+                "expired",
+            ),
+            (
+                token(json!({"sub":"u1","exp":in_an_hour(),"iss":"other"})),
+                "wrong_issuer_or_audience",
+            ),
+            (
+                token(json!({"sub":"u1","exp":in_an_hour()})),
+                "missing_claim",
+            ),
+            (
+                token(json!({"sub":"a.b","exp":in_an_hour(),"iss":"campusbite"})),
+                "invalid_subject",
+            ),
+            (
+                token(json!({"exp":in_an_hour(),"iss":"campusbite"})),
+                "missing_claim",
+            ),
+            (
+                token(json!({"sub":"u1","exp":in_an_hour(),"nbf":in_an_hour(),"iss":"campusbite"})),
+                "not_yet_valid",
+            ),
         ];
         for (tok, reason) in cases {
             assert_eq!(auth.user(&tok).unwrap_err().reason(), reason, "{tok}");
@@ -261,7 +292,8 @@ mod tests {
     #[test]
     fn publisher_needs_the_scope() {
         let auth = Authenticator::from_config(&config(&[])).unwrap();
-        let ok = token(json!({"sub":"orders","exp":in_an_hour(),"scope":"a notifications:publish"}));
+        let ok =
+            token(json!({"sub":"orders","exp":in_an_hour(),"scope":"a notifications:publish"}));
         assert!(auth.publisher(&ok).is_ok());
         let no = token(json!({"sub":"orders","exp":in_an_hour(),"scope":"notifications:read"}));
         assert_eq!(auth.publisher(&no).unwrap_err().reason(), "missing_scope");

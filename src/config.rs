@@ -152,7 +152,10 @@ impl ServeConfig {
             _ => {}
         }
         if self.keepalive < Duration::from_millis(100) {
-            return Err(ConfigError::new("NOTIFY_KEEPALIVE", "must be at least 100ms"));
+            return Err(ConfigError::new(
+                "NOTIFY_KEEPALIVE",
+                "must be at least 100ms",
+            ));
         }
         if self.history_max_age < Duration::from_secs(1) {
             return Err(ConfigError::new(

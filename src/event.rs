@@ -114,8 +114,19 @@ mod tests {
     #[test]
     fn event_ids_are_plain_decimal_numbers() {
         assert_eq!(EventId::parse("42").unwrap(), EventId(42));
-        assert_eq!(EventId::parse("18446744073709551615").unwrap(), EventId(u64::MAX));
-        for bad in ["", "-1", "1e3", "0x10", "abc", "18446744073709551616", "1 2"] {
+        assert_eq!(
+            EventId::parse("18446744073709551615").unwrap(),
+            EventId(u64::MAX)
+        );
+        for bad in [
+            "",
+            "-1",
+            "1e3",
+            "0x10",
+            "abc",
+            "18446744073709551616",
+            "1 2",
+        ] {
             assert!(EventId::parse(bad).is_err(), "{bad:?}");
         }
     }
@@ -123,7 +134,10 @@ mod tests {
     #[test]
     fn payload_keeps_compact_json_byte_for_byte() {
         let raw = r#"{"type":"order_update","message":"line1\nline2 data: x","otp":"123456"}"#;
-        assert_eq!(Payload::from_json(raw.as_bytes()).unwrap().as_bytes(), raw.as_bytes());
+        assert_eq!(
+            Payload::from_json(raw.as_bytes()).unwrap().as_bytes(),
+            raw.as_bytes()
+        );
     }
 
     #[test]

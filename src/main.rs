@@ -14,7 +14,8 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve(config) => {
             cli::init_logging();
-            let result = actix_web::rt::System::new().block_on(campusbite_notify::server::run(*config));
+            let result =
+                actix_web::rt::System::new().block_on(campusbite_notify::server::run(*config));
             match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

@@ -55,18 +55,48 @@ static METRICS: OnceLock<Metrics> = OnceLock::new();
 impl Metrics {
     fn register() -> Self {
         describe_gauge!("notify_connections_open", "Open SSE streams on this node.");
-        describe_gauge!("notify_connections_max", "NOTIFY_MAX_CONNECTIONS of this node.");
-        describe_gauge!("notify_users_online", "Users with at least one open stream on this node.");
+        describe_gauge!(
+            "notify_connections_max",
+            "NOTIFY_MAX_CONNECTIONS of this node."
+        );
+        describe_gauge!(
+            "notify_users_online",
+            "Users with at least one open stream on this node."
+        );
         describe_counter!("notify_connections_total", "SSE streams accepted.");
-        describe_counter!("notify_connections_rejected_total", "SSE streams refused, by reason.");
-        describe_counter!("notify_notifications_received_total", "Notifications this node received for its online users.");
-        describe_counter!("notify_notifications_published_total", "Notifications stored through the HTTP publish API.");
-        describe_counter!("notify_notifications_delivered_total", "Notifications written to a stream (one per stream).");
-        describe_counter!("notify_notifications_replayed_total", "Notifications written to a stream from history on resume.");
-        describe_counter!("notify_notifications_dropped_total", "Notifications not delivered to a stream, by reason.");
-        describe_histogram!("notify_delivery_latency_seconds", "From this node receiving a notification to queueing it on its streams.");
+        describe_counter!(
+            "notify_connections_rejected_total",
+            "SSE streams refused, by reason."
+        );
+        describe_counter!(
+            "notify_notifications_received_total",
+            "Notifications this node received for its online users."
+        );
+        describe_counter!(
+            "notify_notifications_published_total",
+            "Notifications stored through the HTTP publish API."
+        );
+        describe_counter!(
+            "notify_notifications_delivered_total",
+            "Notifications written to a stream (one per stream)."
+        );
+        describe_counter!(
+            "notify_notifications_replayed_total",
+            "Notifications written to a stream from history on resume."
+        );
+        describe_counter!(
+            "notify_notifications_dropped_total",
+            "Notifications not delivered to a stream, by reason."
+        );
+        describe_histogram!(
+            "notify_delivery_latency_seconds",
+            "From this node receiving a notification to queueing it on its streams."
+        );
         describe_counter!("notify_auth_failures_total", "Refused tokens, by reason.");
-        describe_gauge!("notify_bus_connected", "1 while the bus (NATS or embedded) is connected.");
+        describe_gauge!(
+            "notify_bus_connected",
+            "1 while the bus (NATS or embedded) is connected."
+        );
         describe_gauge!("notify_ready", "1 while /readyz answers 200.");
         describe_gauge!("notify_draining", "1 after SIGTERM.");
         for reason in AuthError::REASONS {
@@ -95,14 +125,26 @@ impl Metrics {
             ],
         };
         // Touch every series so dashboards see zeros, not gaps.
-        for c in [&m.connections_total, &m.received, &m.published, &m.delivered, &m.replayed]
-            .into_iter()
-            .chain(&m.dropped)
-            .chain(&m.rejected)
+        for c in [
+            &m.connections_total,
+            &m.received,
+            &m.published,
+            &m.delivered,
+            &m.replayed,
+        ]
+        .into_iter()
+        .chain(&m.dropped)
+        .chain(&m.rejected)
         {
             c.increment(0);
         }
-        for g in [&m.connections_open, &m.users_online, &m.bus_connected, &m.ready, &m.draining] {
+        for g in [
+            &m.connections_open,
+            &m.users_online,
+            &m.bus_connected,
+            &m.ready,
+            &m.draining,
+        ] {
             g.set(0.0);
         }
         m

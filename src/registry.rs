@@ -42,13 +42,23 @@ impl Registry {
     }
 
     /// Hands a new stream to its user's actor, starting one if needed.
-    pub async fn join(self: &Arc<Self>, user: &UserId, join: Join) -> Result<Addr<UserActor>, JoinError> {
+    pub async fn join(
+        self: &Arc<Self>,
+        user: &UserId,
+        join: Join,
+    ) -> Result<Addr<UserActor>, JoinError> {
         for _ in 0..JOIN_ATTEMPTS {
             let addr = self
                 .actors
                 .entry(user.clone())
                 .or_insert_with(|| {
-                    UserActor::new(user.clone(), self.bus.clone(), self.clone(), self.policy.clone()).start()
+                    UserActor::new(
+                        user.clone(),
+                        self.bus.clone(),
+                        self.clone(),
+                        self.policy.clone(),
+                    )
+                    .start()
                 })
                 .clone();
             match addr.send(join.clone()).await {

@@ -10,6 +10,7 @@ use actix_web::{middleware, web, App, HttpServer};
 
 use crate::auth::Authenticator;
 use crate::bus::embedded::{EmbeddedBus, HistoryLimits};
+use crate::bus::nats::{NatsBus, NatsSettings, SharedNatsBus};
 use crate::bus::Bus;
 use crate::config::{ConfigError, ServeConfig};
 use crate::http::{self, ApiLimits, AppState, ConnectionSlots};
@@ -23,7 +24,10 @@ pub enum StartError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("server failed: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -32,7 +36,11 @@ pub enum StartError {
 pub async fn run(config: ServeConfig) -> Result<(), StartError> {
     config.validate()?;
     if config.tls_cert_file.is_some() {
-        return Err(ConfigError::new("NOTIFY_TLS_CERT_FILE", "HTTPS is not available in this build yet").into());
+        return Err(ConfigError::new(
+            "NOTIFY_TLS_CERT_FILE",
+            "HTTPS is not available in this build yet",
+        )
+        .into());
     }
     let prometheus = crate::metrics::install(config.max_connections)
         .map_err(|e| ConfigError::new("RUST_LOG", format!("metrics recorder: {e}")))?;
@@ -43,9 +51,16 @@ pub async fn run(config: ServeConfig) -> Result<(), StartError> {
             max_age: config.history_max_age,
             max_bytes: config.history_max_bytes,
         })),
-        Some(_) => {
-            return Err(ConfigError::new("NOTIFY_NATS_URL", "the NATS bus is not available in this build yet").into())
-        }
+        Some(urls) => Arc::new(SharedNatsBus(
+            NatsBus::start(NatsSettings {
+                urls: urls.split(',').map(|u| u.trim().to_owned()).filter(|u| !u.is_empty()).collect(),
+                prefix: config.subject_prefix.clone(),
+                replicas: usize::from(config.stream_replicas),
+                depth: i64::from(config.history_depth),
+                max_age: config.history_max_age,
+            })
+            .await?,
+        )),
     };
     let registry = Registry::new(
         bus.clone(),
@@ -97,7 +112,10 @@ pub async fn run(config: ServeConfig) -> Result<(), StartError> {
     .max_connections(config.max_connections as usize + 1024)
     .backlog(4096)
     .bind(config.listen)
-    .map_err(|source| StartError::Bind { addr: config.listen, source })?;
+    .map_err(|source| StartError::Bind {
+        addr: config.listen,
+        source,
+    })?;
 
     for addr in server.addrs() {
         println!("listening on {addr}");

@@ -34,7 +34,10 @@ pub fn close_spread(grace: Duration) -> Duration {
 /// Resolves at the first SIGTERM or SIGINT.
 pub async fn signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
         (Ok(mut term), Ok(mut int)) => {
             tokio::select! {
                 _ = term.recv() => {}

@@ -49,5 +49,8 @@ pub fn reset_history_truncated() -> Bytes {
 
 /// The `token-expiring` event, sent before the stream ends at `expires_at`.
 pub fn token_expiring(expires_at: u64) -> Bytes {
-    named("token-expiring", &format!(r#"{{"expiresAt":{expires_at}}}"#))
+    named(
+        "token-expiring",
+        &format!(r#"{{"expiresAt":{expires_at}}}"#),
+    )
 }

@@ -97,7 +97,12 @@ pub struct UserActor {
 }
 
 impl UserActor {
-    pub fn new(user: UserId, bus: Arc<dyn Bus>, registry: Arc<Registry>, policy: Arc<StreamPolicy>) -> Self {
+    pub fn new(
+        user: UserId,
+        bus: Arc<dyn Bus>,
+        registry: Arc<Registry>,
+        policy: Arc<StreamPolicy>,
+    ) -> Self {
         Self {
             user,
             bus,
@@ -130,21 +135,26 @@ impl UserActor {
         let m = metrics();
         m.received.increment(1);
         m.delivered.increment(written);
-        m.delivery_latency.record(event.received_at.elapsed().as_secs_f64());
+        m.delivery_latency
+            .record(event.received_at.elapsed().as_secs_f64());
         self.close_sinks(&slow);
     }
 
     /// Reads history after `delivered` and fans it out (gap or bus reconnect).
     fn catch_up(&mut self, ctx: &mut Context<Self>) {
         let history = self.bus.history(self.user.clone(), self.delivered);
-        ctx.wait(history.into_actor(self).map(|result, actor, _| match result {
-            Ok(history) => {
-                for event in &history.events {
-                    actor.fan_out(event);
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "history read for catch-up failed"),
-        }));
+        ctx.wait(
+            history
+                .into_actor(self)
+                .map(|result, actor, _| match result {
+                    Ok(history) => {
+                        for event in &history.events {
+                            actor.fan_out(event);
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "history read for catch-up failed"),
+                }),
+        );
     }
 
     /// Sends `resume_after`'s missed notifications to one new sink.
@@ -225,17 +235,23 @@ impl Actor for UserActor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         metrics().users_online.increment(1.0);
-        let subscribe = self.bus.subscribe(self.user.clone(), ctx.address().recipient());
-        ctx.wait(subscribe.into_actor(self).map(|result, actor, ctx| match result {
-            Ok(subscription) => {
-                actor.delivered = subscription.head;
-                actor.subscription = Some(subscription);
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "bus subscribe failed");
-                ctx.stop();
-            }
-        }));
+        let subscribe = self
+            .bus
+            .subscribe(self.user.clone(), ctx.address().recipient());
+        ctx.wait(
+            subscribe
+                .into_actor(self)
+                .map(|result, actor, ctx| match result {
+                    Ok(subscription) => {
+                        actor.delivered = subscription.head;
+                        actor.subscription = Some(subscription);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "bus subscribe failed");
+                        ctx.stop();
+                    }
+                }),
+        );
         ctx.run_interval(self.policy.keepalive, |actor, ctx| {
             let mut stuck = Vec::new();
             for sink in &actor.sinks {

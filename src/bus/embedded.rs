@@ -75,7 +75,11 @@ struct Unsubscribe {
 impl Drop for Unsubscribe {
     fn drop(&mut self) {
         let mut state = lock(&self.state);
-        if state.subscribers.get(&self.user).is_some_and(|(t, _)| *t == self.token) {
+        if state
+            .subscribers
+            .get(&self.user)
+            .is_some_and(|(t, _)| *t == self.token)
+        {
             state.subscribers.remove(&self.user);
         }
     }
@@ -84,7 +88,9 @@ impl Drop for Unsubscribe {
 fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
     // A panic while holding the lock cannot leave State half-updated in a
     // way that matters more than stopping delivery would; keep serving.
-    state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    state
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl EmbeddedBus {
@@ -125,7 +131,12 @@ impl EmbeddedBus {
         }
     }
 
-    fn publish_now(&self, users: &[UserId], payload: &Payload, dedupe_key: Option<String>) -> Vec<EventId> {
+    fn publish_now(
+        &self,
+        users: &[UserId],
+        payload: &Payload,
+        dedupe_key: Option<String>,
+    ) -> Vec<EventId> {
         let now = Instant::now();
         // A key stands for one request: the same key with other users is another publish.
         let dedupe_key = dedupe_key.map(|key| {
@@ -141,7 +152,10 @@ impl EmbeddedBus {
         if let Some(ids) = dedupe_key.as_ref().and_then(|k| state.dedupe.get(k)) {
             return ids.1.clone();
         }
-        let ids: Vec<EventId> = users.iter().map(|user| state.append(user, payload)).collect();
+        let ids: Vec<EventId> = users
+            .iter()
+            .map(|user| state.append(user, payload))
+            .collect();
         if let Some(key) = dedupe_key {
             state.dedupe_order.push_back((now, key.clone()));
             state.dedupe.insert(key, (now, ids.clone()));
@@ -246,7 +260,11 @@ impl State {
 }
 
 impl Bus for EmbeddedBus {
-    fn subscribe(&self, user: UserId, to: Recipient<BusMessage>) -> BoxFuture<Result<Subscription, BusError>> {
+    fn subscribe(
+        &self,
+        user: UserId,
+        to: Recipient<BusMessage>,
+    ) -> BoxFuture<Result<Subscription, BusError>> {
         let mut state = lock(&self.state);
         state.next_token += 1;
         let token = state.next_token;
@@ -272,7 +290,9 @@ impl Bus for EmbeddedBus {
         payload: Payload,
         dedupe_key: Option<String>,
     ) -> BoxFuture<Result<Vec<EventId>, BusError>> {
-        Box::pin(std::future::ready(Ok(self.publish_now(&users, &payload, dedupe_key))))
+        Box::pin(std::future::ready(Ok(
+            self.publish_now(&users, &payload, dedupe_key)
+        )))
     }
 
     fn is_connected(&self) -> bool {
@@ -314,7 +334,10 @@ mod tests {
         let b = bus.publish_now(&[user("a")], &payload(2), None);
         assert_eq!(a, vec![EventId(1000), EventId(1001)]);
         assert_eq!(b, vec![EventId(1002)]);
-        assert_eq!(ids(&bus.history_now(&user("a"), EventId(999))), vec![1000, 1002]);
+        assert_eq!(
+            ids(&bus.history_now(&user("a"), EventId(999))),
+            vec![1000, 1002]
+        );
         assert_eq!(ids(&bus.history_now(&user("a"), EventId(1000))), vec![1002]);
         assert!(!bus.history_now(&user("a"), EventId(999)).truncated);
     }

@@ -8,6 +8,7 @@
 //! and `history` returns the retained ones after any id.
 
 pub mod embedded;
+pub mod nats;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -62,7 +63,11 @@ pub enum BusError {
 /// The interface both buses implement.
 pub trait Bus: Send + Sync + 'static {
     /// Starts delivering `user`'s notifications to `to`.
-    fn subscribe(&self, user: UserId, to: Recipient<BusMessage>) -> BoxFuture<Result<Subscription, BusError>>;
+    fn subscribe(
+        &self,
+        user: UserId,
+        to: Recipient<BusMessage>,
+    ) -> BoxFuture<Result<Subscription, BusError>>;
 
     /// `user`'s retained notifications with an id greater than `after`.
     fn history(&self, user: UserId, after: EventId) -> BoxFuture<Result<History, BusError>>;

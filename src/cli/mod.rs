@@ -32,7 +32,12 @@ pub enum Command {
 /// Prints a parse error as one line naming the setting's environment variable
 /// (`--history-depth` is `NOTIFY_HISTORY_DEPTH`), or shows help/version.
 pub fn report_parse_error(error: clap::Error) -> ExitCode {
-    if matches!(error.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand) {
+    if matches!(
+        error.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
         let _ = error.print();
         return ExitCode::SUCCESS;
     }
@@ -42,7 +47,10 @@ pub fn report_parse_error(error: clap::Error) -> ExitCode {
     match error.get(ContextKind::InvalidArg) {
         Some(ContextValue::String(arg)) => {
             let flag = arg.split_whitespace().next().unwrap_or(arg);
-            let name = flag.trim_start_matches('-').replace('-', "_").to_uppercase();
+            let name = flag
+                .trim_start_matches('-')
+                .replace('-', "_")
+                .to_uppercase();
             eprintln!("error: NOTIFY_{name}: {line}");
         }
         _ => eprintln!("error: {line}"),

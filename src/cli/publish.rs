@@ -23,7 +23,10 @@ pub struct PublishArgs {
     #[arg(long, default_value = "Order Ready for Pickup 🛍")]
     pub title: String,
     /// Notification message.
-    #[arg(long, default_value = "Your order is ready. Show the OTP at the counter.")]
+    #[arg(
+        long,
+        default_value = "Your order is ready. Show the OTP at the counter."
+    )]
     pub message: String,
     /// Order status (`accepted`, `preparing`, `ready`, `collected`, `cancelled`).
     #[arg(long, default_value = "ready")]
@@ -55,7 +58,9 @@ fn notification(args: &PublishArgs) -> Result<Value, String> {
     if let Some(otp) = &args.otp {
         data["otp"] = json!(otp);
     }
-    Ok(json!({ "type": "order_update", "title": args.title, "message": args.message, "data": data }))
+    Ok(
+        json!({ "type": "order_update", "title": args.title, "message": args.message, "data": data }),
+    )
 }
 
 /// Publishes and prints the server's answer.
@@ -96,22 +101,36 @@ fn publish(args: &PublishArgs) -> Result<(u16, String), String> {
         .strip_prefix("http://")
         .ok_or("--url must start with http://")?
         .trim_end_matches('/');
-    let host_port = if authority.contains(':') { authority.to_owned() } else { format!("{authority}:80") };
-    let mut stream = TcpStream::connect(&host_port).map_err(|e| format!("connect {host_port}: {e}"))?;
-    stream.set_read_timeout(Some(Duration::from_secs(30))).map_err(|e| e.to_string())?;
+    let host_port = if authority.contains(':') {
+        authority.to_owned()
+    } else {
+        format!("{authority}:80")
+    };
+    let mut stream =
+        TcpStream::connect(&host_port).map_err(|e| format!("connect {host_port}: {e}"))?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .map_err(|e| e.to_string())?;
     let request = format!(
         "POST /api/notifications/publish HTTP/1.1\r\nHost: {authority}\r\nAuthorization: Bearer {token}\r\n\
          Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
-    stream.write_all(request.as_bytes()).map_err(|e| e.to_string())?;
+    stream
+        .write_all(request.as_bytes())
+        .map_err(|e| e.to_string())?;
     let mut response = String::new();
-    stream.read_to_string(&mut response).map_err(|e| e.to_string())?;
+    stream
+        .read_to_string(&mut response)
+        .map_err(|e| e.to_string())?;
     let status = response
         .split_whitespace()
         .nth(1)
         .and_then(|s| s.parse().ok())
         .ok_or("malformed HTTP response")?;
-    let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_owned();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_owned();
     Ok((status, body))
 }

@@ -49,8 +49,12 @@ pub fn mint(args: &TokenArgs) -> Result<String, String> {
     if let Some(aud) = &args.audience {
         claims["aud"] = json!(aud);
     }
-    encode(&Header::default(), &claims, &EncodingKey::from_secret(args.secret.as_bytes()))
-        .map_err(|e| e.to_string())
+    encode(
+        &Header::default(),
+        &claims,
+        &EncodingKey::from_secret(args.secret.as_bytes()),
+    )
+    .map_err(|e| e.to_string())
 }
 
 /// Prints the token.

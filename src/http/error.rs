@@ -75,10 +75,14 @@ impl ResponseError for ApiError {
         match self {
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden => StatusCode::FORBIDDEN,
-            Self::BadRequest(_) | Self::InvalidUserId(_) | Self::InvalidLastEventId => StatusCode::BAD_REQUEST,
+            Self::BadRequest(_) | Self::InvalidUserId(_) | Self::InvalidLastEventId => {
+                StatusCode::BAD_REQUEST
+            }
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::TooManyConnections => StatusCode::TOO_MANY_REQUESTS,
-            Self::NodeFull | Self::Draining | Self::BusUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::NodeFull | Self::Draining | Self::BusUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::NotFound => StatusCode::NOT_FOUND,
         }
     }

@@ -69,7 +69,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .route("/readyz", web::get().to(ops::readyz))
     .route("/metrics", web::get().to(ops::metrics_text))
     .route("/", web::get().to(ops::demo_page))
-    .default_service(web::to(|| async { Err::<HttpResponse, _>(ApiError::NotFound) }));
+    .default_service(web::to(|| async {
+        Err::<HttpResponse, _>(ApiError::NotFound)
+    }));
 }
 
 /// CORS for the configured origins; `*` allows any origin without credentials.

@@ -17,16 +17,23 @@ pub(super) async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let bus = state.bus.is_connected();
     let draining = state.lifecycle.is_draining();
     let ready = bus && !draining;
-    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    HttpResponse::build(status).json(json!({"ready": ready, "busConnected": bus, "draining": draining}))
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    HttpResponse::build(status)
+        .json(json!({"ready": ready, "busConnected": bus, "draining": draining}))
 }
 
 /// Prometheus text format.
 pub(super) async fn metrics_text(state: web::Data<AppState>) -> HttpResponse {
     let m = metrics();
-    m.bus_connected.set(f64::from(u8::from(state.bus.is_connected())));
+    m.bus_connected
+        .set(f64::from(u8::from(state.bus.is_connected())));
     m.ready.set(f64::from(u8::from(state.is_ready())));
-    m.draining.set(f64::from(u8::from(state.lifecycle.is_draining())));
+    m.draining
+        .set(f64::from(u8::from(state.lifecycle.is_draining())));
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(state.prometheus.render())

@@ -59,7 +59,9 @@ pub(super) async fn publish(
     while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(|e| ApiError::BadRequest(format!("cannot read body: {e}")))?;
         if raw.len() + chunk.len() > max_body {
-            return Err(ApiError::PayloadTooLarge(format!("body is larger than {max_body} bytes")));
+            return Err(ApiError::PayloadTooLarge(format!(
+                "body is larger than {max_body} bytes"
+            )));
         }
         raw.extend_from_slice(&chunk);
     }

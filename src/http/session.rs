@@ -10,9 +10,15 @@ use crate::session::{COOKIE_NAME, COOKIE_PATH};
 
 /// Sets the cookie from a valid `Authorization: Bearer` user token; it
 /// expires with the token.
-pub(super) async fn open(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub(super) async fn open(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     let token = bearer(&req).unwrap_or_default();
-    let user_token = state.auth.user(token).inspect_err(|e| metrics().auth_failure(e))?;
+    let user_token = state
+        .auth
+        .user(token)
+        .inspect_err(|e| metrics().auth_failure(e))?;
     let lifetime = user_token.expires_at.saturating_sub(now_unix());
     let cookie = cookie(&state, token.to_owned(), lifetime as i64);
     Ok(HttpResponse::NoContent().cookie(cookie).finish())

@@ -49,7 +49,9 @@ impl ConnectionSlots {
     fn acquire(self: &Arc<Self>) -> Option<Slot> {
         let taken = self
             .open
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < self.max).then_some(n + 1));
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.max).then_some(n + 1)
+            });
         taken.ok().map(|_| {
             metrics().connections_open.increment(1.0);
             Slot(self.clone())
@@ -98,7 +100,10 @@ pub(super) async fn subscribe(
         .or_else(|| bearer(&req))
         .or_else(|| cookie.as_ref().map(|c| c.value()))
         .unwrap_or_default();
-    let user_token = state.auth.user(token).inspect_err(|e| metrics().auth_failure(e))?;
+    let user_token = state
+        .auth
+        .user(token)
+        .inspect_err(|e| metrics().auth_failure(e))?;
 
     // The header is the browser's own, newer cursor.
     let resume_after = match req.headers().get("last-event-id") {
@@ -161,7 +166,10 @@ impl MessageBody for SseBody {
         BodySize::Stream
     }
 
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, Self::Error>>> {
+    fn poll_next(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Bytes, Self::Error>>> {
         if let Some(head) = self.head.take() {
             return Poll::Ready(Some(Ok(head)));
         }
@@ -177,4 +185,3 @@ impl Drop for SseBody {
         }
     }
 }
-
