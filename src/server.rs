@@ -53,7 +53,11 @@ pub async fn run(config: ServeConfig) -> Result<(), StartError> {
         })),
         Some(urls) => Arc::new(SharedNatsBus(
             NatsBus::start(NatsSettings {
-                urls: urls.split(',').map(|u| u.trim().to_owned()).filter(|u| !u.is_empty()).collect(),
+                urls: urls
+                    .split(',')
+                    .map(|u| u.trim().to_owned())
+                    .filter(|u| !u.is_empty())
+                    .collect(),
                 prefix: config.subject_prefix.clone(),
                 replicas: usize::from(config.stream_replicas),
                 depth: i64::from(config.history_depth),

@@ -171,7 +171,9 @@ impl NatsBus {
         // (the node is not ready meanwhile).
         match tokio::time::timeout(Duration::from_secs(5), bus.ensure_stream()).await {
             Ok(Ok(())) => {}
-            Ok(Err(EnsureError::Incompatible(why))) => return Err(ConfigError::new("NOTIFY_NATS_URL", why)),
+            Ok(Err(EnsureError::Incompatible(why))) => {
+                return Err(ConfigError::new("NOTIFY_NATS_URL", why))
+            }
             Ok(Err(EnsureError::Transient(why))) => bus.keep_ensuring_stream(why),
             Err(_) => bus.keep_ensuring_stream("timed out".into()),
         }
@@ -207,7 +209,8 @@ impl NatsBus {
         let wanted = self.settings.stream_config();
         let stream = match self.jetstream.get_stream(&wanted.name).await {
             Ok(stream) => {
-                compatible(&wanted, &stream.cached_info().config).map_err(EnsureError::Incompatible)?;
+                compatible(&wanted, &stream.cached_info().config)
+                    .map_err(EnsureError::Incompatible)?;
                 stream
             }
             Err(e) if is_not_found(&e) => self
@@ -227,7 +230,11 @@ impl NatsBus {
     }
 
     /// Reads `user`'s retained messages after `after`, one direct get each.
-    async fn read_history(self: Arc<Self>, user: UserId, after: EventId) -> Result<History, BusError> {
+    async fn read_history(
+        self: Arc<Self>,
+        user: UserId,
+        after: EventId,
+    ) -> Result<History, BusError> {
         let stream = self.stream()?;
         let subject = self.settings.user_subject(&user);
         let mut history = History::default();
@@ -236,7 +243,10 @@ impl NatsBus {
         let mut next = after.0.max(1);
         let mut first = true;
         loop {
-            let message = match stream.direct_get_next_for_subject(subject.as_str(), Some(next)).await {
+            let message = match stream
+                .direct_get_next_for_subject(subject.as_str(), Some(next))
+                .await
+            {
                 Ok(message) => message,
                 Err(e) if matches!(e.kind(), jetstream::stream::DirectGetErrorKind::NotFound) => {
                     if first && after.0 > 0 {
@@ -257,7 +267,11 @@ impl NatsBus {
                 continue;
             }
             match Payload::from_json(&message.payload) {
-                Ok(payload) => history.events.push(Event::new(EventId(message.sequence), None, &payload)),
+                Ok(payload) => {
+                    history
+                        .events
+                        .push(Event::new(EventId(message.sequence), None, &payload))
+                }
                 Err(_) => metrics().dropped(DropReason::InvalidPayload).increment(1),
             }
         }
@@ -277,10 +291,18 @@ impl NatsBus {
             .map_err(|e| BusError::Other(e.to_string()))?;
         // The server has the subscription once the flush returns; anything
         // stored after the head read below arrives live.
-        self.client.flush().await.map_err(|e| BusError::Other(e.to_string()))?;
-        let head = match stream.direct_get_last_for_subject(self.settings.user_subject(&user)).await {
+        self.client
+            .flush()
+            .await
+            .map_err(|e| BusError::Other(e.to_string()))?;
+        let head = match stream
+            .direct_get_last_for_subject(self.settings.user_subject(&user))
+            .await
+        {
             Ok(message) => EventId(message.sequence),
-            Err(e) if matches!(e.kind(), jetstream::stream::DirectGetErrorKind::NotFound) => EventId(0),
+            Err(e) if matches!(e.kind(), jetstream::stream::DirectGetErrorKind::NotFound) => {
+                EventId(0)
+            }
             Err(e) => return Err(BusError::Other(e.to_string())),
         };
         let token = self.next_token.fetch_add(1, Ordering::Relaxed);
@@ -312,7 +334,8 @@ impl NatsBus {
     ) -> Result<Vec<EventId>, BusError> {
         self.stream()?;
         // Without a caller's key, a fresh one still makes our own retries idempotent.
-        let key = dedupe_key.unwrap_or_else(|| format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..)));
+        let key = dedupe_key
+            .unwrap_or_else(|| format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..)));
         let deadline = Instant::now() + PUBLISH_DEADLINE;
         let mut ids = Vec::with_capacity(users.len());
         let mut pending = FuturesOrdered::new();
@@ -398,13 +421,33 @@ fn compatible(wanted: &stream::Config, found: &stream::Config) -> Result<(), Str
             diffs.push(format!("{what} is {got}, this node needs {want}"));
         }
     };
-    check("subjects", format!("{:?}", wanted.subjects), format!("{:?}", found.subjects));
+    check(
+        "subjects",
+        format!("{:?}", wanted.subjects),
+        format!("{:?}", found.subjects),
+    );
     check(
         "republish",
-        format!("{:?}", wanted.republish.as_ref().map(|r| (&r.source, &r.destination, r.headers_only))),
-        format!("{:?}", found.republish.as_ref().map(|r| (&r.source, &r.destination, r.headers_only))),
+        format!(
+            "{:?}",
+            wanted
+                .republish
+                .as_ref()
+                .map(|r| (&r.source, &r.destination, r.headers_only))
+        ),
+        format!(
+            "{:?}",
+            found
+                .republish
+                .as_ref()
+                .map(|r| (&r.source, &r.destination, r.headers_only))
+        ),
     );
-    check("allow_direct", wanted.allow_direct.to_string(), found.allow_direct.to_string());
+    check(
+        "allow_direct",
+        wanted.allow_direct.to_string(),
+        found.allow_direct.to_string(),
+    );
     check(
         "max_msgs_per_subject (NOTIFY_HISTORY_DEPTH)",
         wanted.max_messages_per_subject.to_string(),
@@ -453,7 +496,8 @@ struct LiveGuard {
 impl Drop for LiveGuard {
     fn drop(&mut self) {
         self.forward.abort();
-        self.subscribers.remove_if(&self.user, |_, (token, _)| *token == self.token);
+        self.subscribers
+            .remove_if(&self.user, |_, (token, _)| *token == self.token);
     }
 }
 
@@ -462,7 +506,11 @@ impl Drop for LiveGuard {
 pub struct SharedNatsBus(pub Arc<NatsBus>);
 
 impl Bus for SharedNatsBus {
-    fn subscribe(&self, user: UserId, to: Recipient<BusMessage>) -> BoxFuture<Result<Subscription, BusError>> {
+    fn subscribe(
+        &self,
+        user: UserId,
+        to: Recipient<BusMessage>,
+    ) -> BoxFuture<Result<Subscription, BusError>> {
         Box::pin(self.0.clone().subscribe_live(user, to))
     }
 

@@ -40,9 +40,19 @@ pub struct PublishArgs {
     /// A whole notification JSON instead of the fields above.
     #[arg(long)]
     pub json: Option<String>,
-    /// HS256 secret to mint a publisher token with.
+    /// Publish over NATS JetStream (comma-separated servers) instead of HTTP.
+    #[arg(long, env = "NOTIFY_NATS_URL")]
+    pub nats: Option<String>,
+    /// NATS subject prefix.
+    #[arg(
+        long,
+        env = "NOTIFY_SUBJECT_PREFIX",
+        default_value = "campusbite.notify"
+    )]
+    pub subject_prefix: String,
+    /// HS256 secret to mint a publisher token with (HTTP only).
     #[arg(long, env = "NOTIFY_JWT_SECRET", hide_env_values = true)]
-    pub secret: String,
+    pub secret: Option<String>,
 }
 
 /// Builds the notification from the flags.
@@ -65,7 +75,11 @@ fn notification(args: &PublishArgs) -> Result<Value, String> {
 
 /// Publishes and prints the server's answer.
 pub fn run(args: &PublishArgs) -> ExitCode {
-    match publish(args) {
+    let result = match &args.nats {
+        Some(urls) => publish_nats(args, urls),
+        None => publish(args),
+    };
+    match result {
         Ok((status, body)) => {
             println!("{status} {body}");
             if (200..300).contains(&status) {
@@ -82,11 +96,15 @@ pub fn run(args: &PublishArgs) -> ExitCode {
 }
 
 fn publish(args: &PublishArgs) -> Result<(u16, String), String> {
+    let secret = args
+        .secret
+        .clone()
+        .ok_or("set NOTIFY_JWT_SECRET (or --secret) to publish over HTTP")?;
     let token = mint(&TokenArgs {
         user: None,
         publisher: true,
         ttl: Duration::from_secs(300),
-        secret: args.secret.clone(),
+        secret,
         issuer: std::env::var("NOTIFY_JWT_ISSUER").ok(),
         audience: std::env::var("NOTIFY_JWT_AUDIENCE").ok(),
     })?;
@@ -133,4 +151,38 @@ fn publish(args: &PublishArgs) -> Result<(u16, String), String> {
         .map_or("", |(_, b)| b)
         .to_owned();
     Ok((status, body))
+}
+
+/// JetStream publish with `Nats-Msg-Id`, as producers should do it.
+fn publish_nats(args: &PublishArgs, urls: &str) -> Result<(u16, String), String> {
+    let notification = notification(args)?.to_string();
+    for user in &args.users {
+        crate::user_id::UserId::parse(user).map_err(|e| format!("--user {user:?}: {e}"))?;
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    runtime.block_on(async {
+        let urls: Vec<String> = urls.split(',').map(|u| u.trim().to_owned()).collect();
+        let client = async_nats::connect(urls)
+            .await
+            .map_err(|e| format!("NATS: {e}"))?;
+        let jetstream = async_nats::jetstream::new(client);
+        let mut ids = serde_json::Map::new();
+        for user in &args.users {
+            let mut headers = async_nats::HeaderMap::new();
+            let msg_id = format!("cli-{:016x}-{user}", fastrand::u64(..));
+            headers.insert("Nats-Msg-Id", msg_id.as_str());
+            let subject = format!("{}.user.{user}", args.subject_prefix);
+            let ack = jetstream
+                .publish_with_headers(subject, headers, notification.clone().into())
+                .await
+                .map_err(|e| e.to_string())?
+                .await
+                .map_err(|e| e.to_string())?;
+            ids.insert(user.clone(), json!(ack.sequence.to_string()));
+        }
+        Ok((202, json!({ "ids": ids }).to_string()))
+    })
 }
