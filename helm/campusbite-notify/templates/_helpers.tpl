@@ -24,7 +24,6 @@
 {{/* Labels common to every object. */}}
 {{- define "campusbite-notify.commonLabels" -}}
 helm.sh/chart: {{ include "campusbite-notify.chart" . }}
-app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/part-of: campusbite
@@ -114,6 +113,22 @@ app.kubernetes.io/component: bus
 {{/* terminationGracePeriodSeconds: preStop sleep + drain + margin. */}}
 {{- define "campusbite-notify.terminationGrace" -}}
 {{- add (int .Values.preStopSleepSeconds) (int .Values.config.shutdownGraceSeconds) (int .Values.terminationExtraSeconds) }}
+{{- end }}
+
+{{/* Cross-field checks the JSON schema cannot express. */}}
+{{- define "campusbite-notify.validate" -}}
+{{- if and .Values.hpa.enabled (not .Values.keda.enabled) (gt (int .Values.hpa.minReplicas) (int .Values.hpa.maxReplicas)) }}
+{{- fail (printf "hpa.minReplicas (%d) must not exceed hpa.maxReplicas (%d)" (int .Values.hpa.minReplicas) (int .Values.hpa.maxReplicas)) }}
+{{- end }}
+{{- if and .Values.keda.enabled (gt (int .Values.keda.minReplicas) (int .Values.keda.maxReplicas)) }}
+{{- fail (printf "keda.minReplicas (%d) must not exceed keda.maxReplicas (%d)" (int .Values.keda.minReplicas) (int .Values.keda.maxReplicas)) }}
+{{- end }}
+{{- if and .Values.keda.enabled (gt (int .Values.keda.targetConnectionsPerPod) (int .Values.config.maxConnections)) }}
+{{- fail "keda.targetConnectionsPerPod must not exceed config.maxConnections" }}
+{{- end }}
+{{- if and .Values.nats.enabled .Values.nats.url }}
+{{- fail "set either nats.enabled=true (bundled NATS) or nats.url (existing cluster), not both" }}
+{{- end }}
 {{- end }}
 
 {{/* Image reference. */}}

