@@ -140,21 +140,27 @@ impl UserActor {
         self.close_sinks(&slow);
     }
 
-    /// Reads history after `delivered` and fans it out (gap or bus reconnect).
-    fn catch_up(&mut self, ctx: &mut Context<Self>) {
+    /// Reads history after `delivered` and fans it out (a gap, or a bus
+    /// reconnect), then `pending`, the live event that revealed the gap, in
+    /// case the replica that answered has not stored it yet. If history
+    /// cannot be read, the streams are ended instead of skipping the gap:
+    /// browsers reconnect and resume from their own last id.
+    fn catch_up(&mut self, ctx: &mut Context<Self>, pending: Option<Event>) {
         let history = self.bus.history(self.user.clone(), self.delivered);
-        ctx.wait(
-            history
-                .into_actor(self)
-                .map(|result, actor, _| match result {
-                    Ok(history) => {
-                        for event in &history.events {
-                            actor.fan_out(event);
-                        }
+        ctx.wait(history.into_actor(self).map(move |result, actor, ctx| match result {
+            Ok(history) => {
+                for event in history.events.iter().chain(&pending) {
+                    if event.id > actor.delivered {
+                        actor.fan_out(event);
                     }
-                    Err(e) => tracing::warn!(error = %e, "history read for catch-up failed"),
-                }),
-        );
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "history read for catch-up failed; ending this user's streams");
+                actor.sinks.clear();
+                ctx.stop();
+            }
+        }));
     }
 
     /// Sends `resume_after`'s missed notifications to one new sink.
@@ -223,11 +229,13 @@ fn offer(tx: &mpsc::Sender<Bytes>, frame: Bytes) -> Outcome {
     }
 }
 
-/// Time from now until unix second `at`, zero if past.
+/// Time from now until unix second `at`: zero if past, capped at a year.
 fn until(at: u64) -> Duration {
-    (UNIX_EPOCH + Duration::from_secs(at))
-        .duration_since(SystemTime::now())
-        .unwrap_or(Duration::ZERO)
+    const YEAR: Duration = Duration::from_secs(365 * 24 * 3600);
+    UNIX_EPOCH
+        .checked_add(Duration::from_secs(at))
+        .map_or(YEAR, |at| at.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO))
+        .min(YEAR)
 }
 
 impl Actor for UserActor {
@@ -341,12 +349,12 @@ impl Handler<BusMessage> for UserActor {
                 if event.previous.is_some_and(|p| p > self.delivered) {
                     // A live notification went missing: fetch from history
                     // (which includes this one) before anything later.
-                    self.catch_up(ctx);
+                    self.catch_up(ctx, Some(event));
                 } else {
                     self.fan_out(&event);
                 }
             }
-            BusMessage::Resync => self.catch_up(ctx),
+            BusMessage::Resync => self.catch_up(ctx, None),
         }
     }
 }
