@@ -12,7 +12,11 @@ use crate::helpers::*;
 /// Subscribes with `?token=` and expects a 401 `unauthorized` error.
 async fn assert_refused(app: &TestApp, token: &str, why: &str) {
     let resp = app.subscribe_request(token).send().await.unwrap();
-    assert_eq!(resp.status().as_u16(), 401, "{why}: token should be refused");
+    assert_eq!(
+        resp.status().as_u16(),
+        401,
+        "{why}: token should be refused"
+    );
     assert_error(resp, 401, "unauthorized").await;
 }
 
@@ -39,7 +43,11 @@ async fn malformed_and_wrongly_signed_tokens_are_refused_with_401() {
     let other_secret = sign_hs256(&random_hex(48), &claims);
     // The signature of u1's token on a payload naming u2.
     let parts: Vec<&str> = good.split('.').collect();
-    let forged_payload = b64url(json!({"sub": "u2", "exp": now_secs() + 600}).to_string().as_bytes());
+    let forged_payload = b64url(
+        json!({"sub": "u2", "exp": now_secs() + 600})
+            .to_string()
+            .as_bytes(),
+    );
     let tampered = format!("{}.{}.{}", parts[0], forged_payload, parts[2]);
     let truncated_sig = &good[..good.len() - 3];
 
@@ -125,7 +133,12 @@ async fn a_token_without_exp_or_with_a_non_numeric_exp_is_refused() {
     let app = spawn_app().await;
 
     assert_refused(&app, &app.sign(&json!({"sub": "u1"})), "no exp").await;
-    assert_refused(&app, &app.sign(&json!({"sub": "u1", "exp": "tomorrow"})), "string exp").await;
+    assert_refused(
+        &app,
+        &app.sign(&json!({"sub": "u1", "exp": "tomorrow"})),
+        "string exp",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -138,11 +151,19 @@ async fn issuer_and_audience_are_required_when_configured() {
     let exp = now_secs() + 600;
     let token = |extra: Value| {
         let mut claims = json!({"sub": "u1", "exp": exp});
-        claims.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        claims
+            .as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
         app.sign(&claims)
     };
 
-    assert_accepted(&app, &token(json!({"iss": "campusbite-auth", "aud": "campusbite-notify"})), "both match").await;
+    assert_accepted(
+        &app,
+        &token(json!({"iss": "campusbite-auth", "aud": "campusbite-notify"})),
+        "both match",
+    )
+    .await;
     assert_accepted(
         &app,
         &token(json!({"iss": "campusbite-auth", "aud": ["other", "campusbite-notify"]})),
@@ -152,8 +173,14 @@ async fn issuer_and_audience_are_required_when_configured() {
     for (extra, why) in [
         (json!({"aud": "campusbite-notify"}), "no iss"),
         (json!({"iss": "campusbite-auth"}), "no aud"),
-        (json!({"iss": "evil", "aud": "campusbite-notify"}), "wrong iss"),
-        (json!({"iss": "campusbite-auth", "aud": "other"}), "wrong aud"),
+        (
+            json!({"iss": "evil", "aud": "campusbite-notify"}),
+            "wrong iss",
+        ),
+        (
+            json!({"iss": "campusbite-auth", "aud": "other"}),
+            "wrong aud",
+        ),
     ] {
         assert_refused(&app, &token(extra), why).await;
     }
@@ -178,7 +205,12 @@ async fn a_token_whose_subject_is_not_a_valid_user_id_is_refused_with_401() {
         json!(42),
         json!(null),
     ] {
-        assert_refused(&app, &app.sign(&json!({"sub": sub, "exp": exp})), &format!("sub {sub}")).await;
+        assert_refused(
+            &app,
+            &app.sign(&json!({"sub": sub, "exp": exp})),
+            &format!("sub {sub}"),
+        )
+        .await;
     }
     assert_refused(&app, &app.sign(&json!({"exp": exp})), "no sub").await;
     assert_accepted(&app, &app.user_token(&"x".repeat(256)), "256-byte sub").await;
@@ -193,8 +225,15 @@ fn temp_dir() -> PathBuf {
 
 /// Runs openssl, panicking with its stderr on failure.
 fn openssl(args: &[&str]) {
-    let out = Command::new("openssl").args(args).output().expect("run openssl");
-    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("run openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Generates a key pair with `genpkey_args`; returns (private PEM, public key path).
@@ -205,14 +244,25 @@ fn key_pair(dir: &std::path::Path, genpkey_args: &[&str]) -> (Vec<u8>, PathBuf) 
     args.extend_from_slice(genpkey_args);
     args.extend_from_slice(&["-out", private.to_str().unwrap()]);
     openssl(&args);
-    openssl(&["pkey", "-in", private.to_str().unwrap(), "-pubout", "-out", public.to_str().unwrap()]);
+    openssl(&[
+        "pkey",
+        "-in",
+        private.to_str().unwrap(),
+        "-pubout",
+        "-out",
+        public.to_str().unwrap(),
+    ]);
     (std::fs::read(&private).unwrap(), public)
 }
 
 /// Starts a server checking tokens with `public` and no secret, then checks
 /// that `key` tokens work end to end and that HS256 tokens, including one
 /// signed with the public key as the HMAC secret, are refused.
-async fn public_key_server_accepts_only_its_algorithm(alg: Algorithm, key: EncodingKey, public: PathBuf) {
+async fn public_key_server_accepts_only_its_algorithm(
+    alg: Algorithm,
+    key: EncodingKey,
+    public: PathBuf,
+) {
     let app = spawn_app_raw(&[("NOTIFY_JWT_PUBLIC_KEY_FILE", public.to_str().unwrap())]).await;
     let exp = now_secs() + 600;
     let sign = |claims: Value| jsonwebtoken::encode(&Header::new(alg), &claims, &key).unwrap();
@@ -231,11 +281,19 @@ async fn public_key_server_accepts_only_its_algorithm(alg: Algorithm, key: Encod
         .unwrap();
     assert_eq!(resp.status().as_u16(), 202);
     let id: Value = resp.json().await.unwrap();
-    assert_eq!(s.next_message().await.0, parse_id(id["id"].as_str().unwrap()));
+    assert_eq!(
+        s.next_message().await.0,
+        parse_id(id["id"].as_str().unwrap())
+    );
 
     let pem = std::fs::read_to_string(&public).unwrap();
     let switched = sign_hs256(&pem, &json!({"sub": "u1", "exp": exp}));
-    assert_refused(&app, &switched, "HS256 signed with the public key as secret").await;
+    assert_refused(
+        &app,
+        &switched,
+        "HS256 signed with the public key as secret",
+    )
+    .await;
     let random_hs = sign_hs256(&random_hex(48), &json!({"sub": "u1", "exp": exp}));
     assert_refused(&app, &random_hs, "HS256 with some secret").await;
     let none = format!(
@@ -249,7 +307,10 @@ async fn public_key_server_accepts_only_its_algorithm(alg: Algorithm, key: Encod
 #[tokio::test]
 async fn an_rsa_public_key_switches_token_checking_to_rs256() {
     let dir = temp_dir();
-    let (private, public) = key_pair(&dir, &["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"]);
+    let (private, public) = key_pair(
+        &dir,
+        &["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"],
+    );
     let key = EncodingKey::from_rsa_pem(&private).expect("RSA private key");
 
     public_key_server_accepts_only_its_algorithm(Algorithm::RS256, key, public).await;
@@ -260,7 +321,10 @@ async fn an_rsa_public_key_switches_token_checking_to_rs256() {
 #[tokio::test]
 async fn an_ec_public_key_switches_token_checking_to_es256() {
     let dir = temp_dir();
-    let (private, public) = key_pair(&dir, &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"]);
+    let (private, public) = key_pair(
+        &dir,
+        &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"],
+    );
     let key = EncodingKey::from_ec_pem(&private).expect("EC private key");
 
     public_key_server_accepts_only_its_algorithm(Algorithm::ES256, key, public).await;

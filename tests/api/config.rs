@@ -12,7 +12,12 @@ async fn assert_refuses_to_start(envs: &[(&str, &str)], variable: &str) {
     let status = p
         .wait_exit(Duration::from_secs(5))
         .await
-        .unwrap_or_else(|| panic!("server with bad {variable} is still running; stderr:\n{}", p.stderr()));
+        .unwrap_or_else(|| {
+            panic!(
+                "server with bad {variable} is still running; stderr:\n{}",
+                p.stderr()
+            )
+        });
     assert!(!status.success(), "bad {variable} exited with {status:?}");
     // The pipe reader may lag the exit by a moment.
     let stderr = wait_until("stderr to name the variable", || {
@@ -22,7 +27,10 @@ async fn assert_refuses_to_start(envs: &[(&str, &str)], variable: &str) {
     .await;
     assert!(!stderr.trim().is_empty());
     let stdout = String::from_utf8_lossy(&p.stdout.lock().unwrap()).into_owned();
-    assert!(!stdout.contains("listening on"), "it listened anyway: {stdout:?}");
+    assert!(
+        !stdout.contains("listening on"),
+        "it listened anyway: {stdout:?}"
+    );
 }
 
 #[tokio::test]
@@ -32,7 +40,11 @@ async fn the_first_stdout_line_names_the_bound_address() {
 
     let resp = app.client.get(app.url("/healthz")).send().await.unwrap();
 
-    assert_eq!(resp.status().as_u16(), 200, "the reported port is the live one");
+    assert_eq!(
+        resp.status().as_u16(),
+        200,
+        "the reported port is the live one"
+    );
 }
 
 #[tokio::test]
@@ -44,7 +56,10 @@ async fn a_missing_jwt_secret_stops_start_up_naming_it() {
 async fn an_unparsable_keepalive_stops_start_up_naming_it() {
     let secret = random_hex(48);
     assert_refuses_to_start(
-        &[("NOTIFY_JWT_SECRET", &secret), ("NOTIFY_KEEPALIVE", "banana")],
+        &[
+            ("NOTIFY_JWT_SECRET", &secret),
+            ("NOTIFY_KEEPALIVE", "banana"),
+        ],
         "NOTIFY_KEEPALIVE",
     )
     .await;
@@ -54,7 +69,10 @@ async fn an_unparsable_keepalive_stops_start_up_naming_it() {
 async fn a_negative_connection_limit_stops_start_up_naming_it() {
     let secret = random_hex(48);
     assert_refuses_to_start(
-        &[("NOTIFY_JWT_SECRET", &secret), ("NOTIFY_MAX_CONNECTIONS", "-1")],
+        &[
+            ("NOTIFY_JWT_SECRET", &secret),
+            ("NOTIFY_MAX_CONNECTIONS", "-1"),
+        ],
         "NOTIFY_MAX_CONNECTIONS",
     )
     .await;

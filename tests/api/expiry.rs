@@ -8,7 +8,10 @@ use serde_json::json;
 use crate::helpers::*;
 
 fn unix_now_f64() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
 }
 
 #[tokio::test]
@@ -22,13 +25,36 @@ async fn a_stream_warns_at_once_and_ends_cleanly_when_its_token_expires() {
     assert_eq!(warning.event, "token-expiring");
     assert_eq!(warning.json(), json!({"expiresAt": exp}));
     let id = app.publish_n("u1", 1).await;
-    assert_eq!(s.next_message().await.0, id, "notifications still flow until exp");
+    assert_eq!(
+        s.next_message().await.0,
+        id,
+        "notifications still flow until exp"
+    );
     s.expect_eof(Duration::from_secs(6)).await;
     let ended = unix_now_f64();
 
-    assert!(ended >= exp as f64 - 0.2, "ended {:.2} s before exp", exp as f64 - ended);
-    assert!(ended <= exp as f64 + 2.0, "ended {:.2} s after exp", ended - exp as f64);
+    assert!(
+        ended >= exp as f64 - 0.2,
+        "ended {:.2} s before exp",
+        exp as f64 - ended
+    );
+    assert!(
+        ended <= exp as f64 + 2.0,
+        "ended {:.2} s after exp",
+        ended - exp as f64
+    );
+    // Reconnect strictly after exp (the stream may end a moment before it).
+    let wait = exp as f64 + 0.05 - unix_now_f64();
+    if wait > 0.0 {
+        tokio::time::sleep(Duration::from_secs_f64(wait)).await;
+    }
     let resp = app.subscribe_request(&token).send().await.unwrap();
+    assert_eq!(
+        resp.status().as_u16(),
+        401,
+        "the token was accepted again at exp{:+.3} s (leeway 0 s)",
+        unix_now_f64() - exp as f64
+    );
     assert_error(resp, 401, "unauthorized").await;
 }
 
@@ -52,8 +78,15 @@ async fn the_token_expiring_event_comes_the_configured_time_before_expiry() {
     assert_eq!(warning.event, "token-expiring");
     assert_eq!(warning.json(), json!({"expiresAt": exp}));
     let lead = exp as f64 - warned;
-    assert!((1.5..=2.5).contains(&lead), "warned {lead:.2} s before exp, configured 2 s");
-    assert!(ended >= exp as f64 - 0.2 && ended <= exp as f64 + 2.0, "ended at exp{:+.2} s", ended - exp as f64);
+    assert!(
+        (1.5..=2.5).contains(&lead),
+        "warned {lead:.2} s before exp, configured 2 s"
+    );
+    assert!(
+        ended >= exp as f64 - 0.2 && ended <= exp as f64 + 2.0,
+        "ended at exp{:+.2} s",
+        ended - exp as f64
+    );
 }
 
 #[tokio::test]
@@ -80,5 +113,8 @@ async fn a_cookie_stream_still_ends_at_its_own_expiry_after_the_session_is_renew
     assert_eq!(s.next_event().await.event, "token-expiring");
     s.expect_eof(Duration::from_secs(6)).await;
 
-    assert!(unix_now_f64() >= exp as f64 - 0.2, "the stream ended before its own exp");
+    assert!(
+        unix_now_f64() >= exp as f64 - 0.2,
+        "the stream ended before its own exp"
+    );
 }

@@ -128,7 +128,10 @@ pub async fn assert_error_in(resp: Response, status: u16, codes: &[&str]) -> Val
     let got = resp.status().as_u16();
     let headers = resp.headers().clone();
     let text = resp.text().await.unwrap_or_default();
-    assert_eq!(got, status, "expected status {status} ({code}), body: {text}");
+    assert_eq!(
+        got, status,
+        "expected status {status} ({code}), body: {text}"
+    );
     let body: Value = serde_json::from_str(&text)
         .unwrap_or_else(|e| panic!("error body is not JSON ({e}): {text:?}"));
     assert!(
@@ -435,9 +438,17 @@ impl TestApp {
             .expect("publish request");
         let status = resp.status();
         let text = resp.text().await.unwrap();
-        assert_eq!(status, StatusCode::ACCEPTED, "publish to {user} failed: {text}");
+        assert_eq!(
+            status,
+            StatusCode::ACCEPTED,
+            "publish to {user} failed: {text}"
+        );
         let v: Value = serde_json::from_str(&text).expect("publish answer is JSON");
-        parse_id(v["id"].as_str().unwrap_or_else(|| panic!("no string id in {v}")))
+        parse_id(
+            v["id"]
+                .as_str()
+                .unwrap_or_else(|| panic!("no string id in {v}")),
+        )
     }
 
     /// Publishes a small numbered notification to `user`; returns its id.
@@ -619,11 +630,10 @@ impl SseParser {
                 self.data.push_str(value);
                 self.data.push('\n');
             }
-            "id" => {
-                if !value.contains('\0') {
-                    self.last_event_id = value.to_string();
-                    self.id_in_block = Some(value.to_string());
-                }
+            // An id containing NUL is ignored (WHATWG).
+            "id" if !value.contains('\0') => {
+                self.last_event_id = value.to_string();
+                self.id_in_block = Some(value.to_string());
             }
             "retry" => {
                 self.retry = Some(value.to_string());
@@ -984,13 +994,20 @@ mod parser_tests {
     #[test]
     fn the_parser_accepts_every_line_ending_and_joins_data_lines() {
         let mut p = SseParser::default();
-        let items = p.feed(b"retry: 1500\r\n\r\nid: 7\rdata: a\ndata:b\r\n\nevent: reset\ndata: x\n\n");
+        let items =
+            p.feed(b"retry: 1500\r\n\r\nid: 7\rdata: a\ndata:b\r\n\nevent: reset\ndata: x\n\n");
         assert_eq!(items[0], SseItem::Retry("1500".into()));
         let ev = events(&items);
         assert_eq!(ev.len(), 2);
-        assert_eq!((ev[0].id.as_str(), ev[0].data.as_str(), ev[0].event.as_str()), ("7", "a\nb", "message"));
+        assert_eq!(
+            (ev[0].id.as_str(), ev[0].data.as_str(), ev[0].event.as_str()),
+            ("7", "a\nb", "message")
+        );
         assert!(ev[0].had_id);
-        assert_eq!((ev[1].id.as_str(), ev[1].event.as_str(), ev[1].had_id), ("7", "reset", false));
+        assert_eq!(
+            (ev[1].id.as_str(), ev[1].event.as_str(), ev[1].had_id),
+            ("7", "reset", false)
+        );
     }
 
     #[test]
@@ -1012,7 +1029,10 @@ mod parser_tests {
         let ev = events(&items);
         assert_eq!(ev.len(), 2, "{items:?}");
         assert_eq!((ev[0].id.as_str(), ev[0].data.as_str()), ("1", "one"));
-        assert_eq!((ev[1].id.as_str(), ev[1].data.as_str(), ev[1].had_id), ("1", "two", false));
+        assert_eq!(
+            (ev[1].id.as_str(), ev[1].data.as_str(), ev[1].had_id),
+            ("1", "two", false)
+        );
     }
 
     #[test]

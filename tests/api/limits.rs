@@ -23,10 +23,19 @@ async fn a_users_third_stream_is_refused_with_429_when_the_per_user_limit_is_two
     let first = app.subscribe("u1").await;
     let _second = app.subscribe("u1").await;
 
-    let resp = app.subscribe_request(&app.user_token("u1")).send().await.unwrap();
+    let resp = app
+        .subscribe_request(&app.user_token("u1"))
+        .send()
+        .await
+        .unwrap();
     assert_error(resp, 429, "too_many_connections").await;
     let _other_user = app.subscribe("u2").await;
-    assert!(app.metrics().await.value_or_zero("notify_connections_rejected_total", &[]) >= 1.0);
+    assert!(
+        app.metrics()
+            .await
+            .value_or_zero("notify_connections_rejected_total", &[])
+            >= 1.0
+    );
 
     drop(first);
     let mut again = subscribe_eventually(&app, "u1").await;
@@ -40,11 +49,24 @@ async fn any_stream_beyond_the_node_limit_is_refused_with_503_node_full() {
     let first = app.subscribe("u1").await;
     let _second = app.subscribe("u2").await;
 
-    let resp = app.subscribe_request(&app.user_token("u3")).send().await.unwrap();
+    let resp = app
+        .subscribe_request(&app.user_token("u3"))
+        .send()
+        .await
+        .unwrap();
     assert_error(resp, 503, "node_full").await;
-    let resp = app.subscribe_request(&app.user_token("u1")).send().await.unwrap();
+    let resp = app
+        .subscribe_request(&app.user_token("u1"))
+        .send()
+        .await
+        .unwrap();
     assert_error(resp, 503, "node_full").await;
-    assert!(app.metrics().await.value_or_zero("notify_connections_rejected_total", &[]) >= 2.0);
+    assert!(
+        app.metrics()
+            .await
+            .value_or_zero("notify_connections_rejected_total", &[])
+            >= 2.0
+    );
 
     drop(first);
     let mut again = subscribe_eventually(&app, "u3").await;

@@ -59,16 +59,24 @@ async fn metrics_are_prometheus_text_with_every_contract_series_prefixed_notify(
         assert!(m.has(name), "no series {name} in:\n{}", m.text);
     }
     for s in &m.samples {
-        assert!(s.name.starts_with("notify_"), "series {} lacks the notify_ prefix", s.name);
+        assert!(
+            s.name.starts_with("notify_"),
+            "series {} lacks the notify_ prefix",
+            s.name
+        );
     }
     assert!(
-        m.samples.iter().any(|s| s.name == "notify_auth_failures_total"
-            && s.labels.iter().any(|(k, _)| k == "reason")),
+        m.samples
+            .iter()
+            .any(|s| s.name == "notify_auth_failures_total"
+                && s.labels.iter().any(|(k, _)| k == "reason")),
         "auth failures carry a reason label"
     );
     assert!(
-        m.samples.iter().any(|s| s.name == "notify_delivery_latency_seconds_bucket"
-            && s.labels.iter().any(|(k, v)| k == "le" && v == "+Inf")),
+        m.samples
+            .iter()
+            .any(|s| s.name == "notify_delivery_latency_seconds_bucket"
+                && s.labels.iter().any(|(k, v)| k == "le" && v == "+Inf")),
         "latency histogram has a +Inf bucket"
     );
 }
@@ -97,44 +105,65 @@ async fn connection_and_delivery_metrics_move_with_traffic() {
 
     let mut tab1 = app.subscribe("u1").await;
     let mut tab2 = app.subscribe("u1").await;
-    app.wait_metric("notify_connections_open", &[], |v| v == 2.0).await;
-    app.wait_metric("notify_users_online", &[], |v| v == 1.0).await;
-    app.wait_metric("notify_connections_total", &[], |v| v == opened + 2.0).await;
+    app.wait_metric("notify_connections_open", &[], |v| v == 2.0)
+        .await;
+    app.wait_metric("notify_users_online", &[], |v| v == 1.0)
+        .await;
+    app.wait_metric("notify_connections_total", &[], |v| v == opened + 2.0)
+        .await;
 
     app.publish_n("u1", 1).await;
     tab1.next_message().await;
     tab2.next_message().await;
 
-    app.wait_metric("notify_notifications_delivered_total", &[], |v| v == delivered + 2.0)
-        .await;
-    app.wait_metric("notify_notifications_received_total", &[], |v| v == received + 1.0)
-        .await;
-    app.wait_metric("notify_notifications_published_total", &[], |v| v == published + 1.0)
-        .await;
-    app.wait_metric("notify_delivery_latency_seconds_count", &[], |v| v > latencies)
-        .await;
+    app.wait_metric("notify_notifications_delivered_total", &[], |v| {
+        v == delivered + 2.0
+    })
+    .await;
+    app.wait_metric("notify_notifications_received_total", &[], |v| {
+        v == received + 1.0
+    })
+    .await;
+    app.wait_metric("notify_notifications_published_total", &[], |v| {
+        v == published + 1.0
+    })
+    .await;
+    app.wait_metric("notify_delivery_latency_seconds_count", &[], |v| {
+        v > latencies
+    })
+    .await;
     let u2 = app.subscribe("u2").await;
-    app.wait_metric("notify_users_online", &[], |v| v == 2.0).await;
+    app.wait_metric("notify_users_online", &[], |v| v == 2.0)
+        .await;
     drop(u2);
-    app.wait_metric("notify_users_online", &[], |v| v == 1.0).await;
-    app.wait_metric("notify_connections_open", &[], |v| v == 2.0).await;
+    app.wait_metric("notify_users_online", &[], |v| v == 1.0)
+        .await;
+    app.wait_metric("notify_connections_open", &[], |v| v == 2.0)
+        .await;
 }
 
 #[tokio::test]
 async fn auth_failures_are_counted() {
     let app = spawn_app().await;
-    let before = app.metrics().await.value_or_zero("notify_auth_failures_total", &[]);
+    let before = app
+        .metrics()
+        .await
+        .value_or_zero("notify_auth_failures_total", &[]);
 
     app.subscribe_request("not-a-jwt").send().await.unwrap();
     app.client.get(app.url(SUBSCRIBE)).send().await.unwrap();
 
-    app.wait_metric("notify_auth_failures_total", &[], |v| v >= before + 2.0).await;
+    app.wait_metric("notify_auth_failures_total", &[], |v| v >= before + 2.0)
+        .await;
 }
 
 #[tokio::test]
 async fn replayed_notifications_are_counted() {
     let app = spawn_app().await;
-    let before = app.metrics().await.value_or_zero("notify_notifications_replayed_total", &[]);
+    let before = app
+        .metrics()
+        .await
+        .value_or_zero("notify_notifications_replayed_total", &[]);
     let s = app.subscribe("u1").await;
     let cursor = s.start_id.unwrap();
     drop(s);
@@ -150,8 +179,10 @@ async fn replayed_notifications_are_counted() {
         .await;
     s.message_ids(3).await;
 
-    app.wait_metric("notify_notifications_replayed_total", &[], |v| v == before + 3.0)
-        .await;
+    app.wait_metric("notify_notifications_replayed_total", &[], |v| {
+        v == before + 3.0
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -164,7 +195,10 @@ async fn no_metric_label_carries_a_user_id_or_a_token() {
     s.next_message().await;
     // A rejection, an auth failure and a bad publish, each with the user in it.
     app.subscribe_request(&token).send().await.unwrap();
-    let wrong = sign_hs256(&random_hex(48), &json!({"sub": user, "exp": now_secs() + 60}));
+    let wrong = sign_hs256(
+        &random_hex(48),
+        &json!({"sub": user, "exp": now_secs() + 60}),
+    );
     app.subscribe_request(&wrong).send().await.unwrap();
     app.publish_request(json!({"userId": user, "notification": {"type": 1}}).to_string())
         .send()
@@ -175,11 +209,18 @@ async fn no_metric_label_carries_a_user_id_or_a_token() {
 
     for s in &m.samples {
         for (k, v) in &s.labels {
-            assert!(v != user && v != &token && v != &wrong, "label {k}={v:?} on {}", s.name);
+            assert!(
+                v != user && v != &token && v != &wrong,
+                "label {k}={v:?} on {}",
+                s.name
+            );
         }
     }
     assert!(!m.text.contains(user), "the user id appears in /metrics");
-    assert!(!m.text.contains(&token) && !m.text.contains(&wrong), "a token appears in /metrics");
+    assert!(
+        !m.text.contains(&token) && !m.text.contains(&wrong),
+        "a token appears in /metrics"
+    );
 }
 
 #[tokio::test]
@@ -187,7 +228,10 @@ async fn no_token_ever_appears_in_the_logs() {
     let app = spawn_app_with(&[("NOTIFY_JWT_LEEWAY", "0s"), ("RUST_LOG", "debug")]).await;
     let good = app.user_token("u1");
     let expired = app.user_token_exp("u1", now_secs() - 5);
-    let wrong = sign_hs256(&random_hex(48), &json!({"sub": "u1", "exp": now_secs() + 60}));
+    let wrong = sign_hs256(
+        &random_hex(48),
+        &json!({"sub": "u1", "exp": now_secs() + 60}),
+    );
     let publisher = app.publisher_token();
 
     let mut s = app.subscribe_with(app.subscribe_request(&good)).await;
@@ -204,7 +248,12 @@ async fn no_token_ever_appears_in_the_logs() {
         let resp = app.subscribe_request(bad).send().await.unwrap();
         assert_eq!(resp.status().as_u16(), 401);
     }
-    app.client.post(app.url(SESSION)).bearer_auth(&good).send().await.unwrap();
+    app.client
+        .post(app.url(SESSION))
+        .bearer_auth(&good)
+        .send()
+        .await
+        .unwrap();
     let cookie = SseStream::open(
         app.client
             .get(app.url(SUBSCRIBE))
@@ -214,13 +263,20 @@ async fn no_token_ever_appears_in_the_logs() {
     drop(cookie);
     drop(s);
     // Let the server log the closed streams and the finished requests.
-    app.wait_metric("notify_connections_open", &[], |v| v == 0.0).await;
+    app.wait_metric("notify_connections_open", &[], |v| v == 0.0)
+        .await;
 
     let logs = app.stderr();
     for token in [&good, &expired, &wrong, &publisher] {
         let signature = token.rsplit('.').next().unwrap();
-        assert!(!logs.contains(signature), "a token's signature is in the logs:\n{logs}");
+        assert!(
+            !logs.contains(signature),
+            "a token's signature is in the logs:\n{logs}"
+        );
         let payload = token.split('.').nth(1).unwrap();
-        assert!(!logs.contains(payload), "a token's payload is in the logs:\n{logs}");
+        assert!(
+            !logs.contains(payload),
+            "a token's payload is in the logs:\n{logs}"
+        );
     }
 }

@@ -46,7 +46,10 @@ async fn a_text_with_escaped_newlines_and_data_prefixes_arrives_as_one_intact_ev
     let notification = r#"{"type":"chat","title":"two\nlines","message":"first\ndata: {\"type\":\"forged\"}\n\nid: 1\r\nevent: reset\rdata: end","data":{"note":"data:\n\n"}}"#;
 
     let id = app
-        .publish_text("u1", &format!(r#"{{"userId":"u1","notification":{notification}}}"#))
+        .publish_text(
+            "u1",
+            &format!(r#"{{"userId":"u1","notification":{notification}}}"#),
+        )
         .await;
 
     let e = s.next_event().await;
@@ -77,7 +80,11 @@ async fn pretty_printed_json_arrives_compacted_onto_one_line() {
 
     let e = s.next_event().await;
     assert_eq!(e.id_num(), id);
-    assert!(!e.data.contains(['\n', '\r']), "data spans lines: {:?}", e.data);
+    assert!(
+        !e.data.contains(['\n', '\r']),
+        "data spans lines: {:?}",
+        e.data
+    );
     assert_eq!(e.json(), notification);
     assert_nothing_pending(&app, &mut s, "u1").await;
 }
@@ -130,7 +137,10 @@ async fn an_idempotency_key_makes_a_retried_publish_store_the_notification_once(
     let other: Value = send("order-43-ready").await.unwrap().json().await.unwrap();
 
     assert_eq!(first, retry, "a retried publish answers the same id");
-    assert_ne!(first["id"], other["id"], "another key is another notification");
+    assert_ne!(
+        first["id"], other["id"],
+        "another key is another notification"
+    );
     let ids = s.message_ids(2).await;
     assert_eq!(
         ids,
@@ -162,8 +172,14 @@ async fn an_idempotency_key_on_a_batch_answers_the_same_ids_and_delivers_once() 
     }
 
     assert_eq!(answers[0], answers[1]);
-    assert_eq!(u1.next_message().await.0, parse_id(answers[0]["ids"]["u1"].as_str().unwrap()));
-    assert_eq!(u2.next_message().await.0, parse_id(answers[0]["ids"]["u2"].as_str().unwrap()));
+    assert_eq!(
+        u1.next_message().await.0,
+        parse_id(answers[0]["ids"]["u1"].as_str().unwrap())
+    );
+    assert_eq!(
+        u2.next_message().await.0,
+        parse_id(answers[0]["ids"]["u2"].as_str().unwrap())
+    );
     assert_nothing_pending(&app, &mut u1, "u1").await;
     assert_nothing_pending(&app, &mut u2, "u2").await;
 }
@@ -214,8 +230,21 @@ async fn invalid_user_ids_are_refused_with_400_invalid_user_id_and_publish_nothi
     let mut s = app.subscribe("u1").await;
     let long = "x".repeat(257);
     let bad_ids = [
-        "", "u1.orders", "u1.*", "*", ">", "u1>", "u 1", "u1\t", "u1\n", "\u{a0}u1", "$SYS",
-        "$u1", "u\u{7}1", "u\u{7f}1", &long,
+        "",
+        "u1.orders",
+        "u1.*",
+        "*",
+        ">",
+        "u1>",
+        "u 1",
+        "u1\t",
+        "u1\n",
+        "\u{a0}u1",
+        "$SYS",
+        "$u1",
+        "u\u{7}1",
+        "u\u{7f}1",
+        &long,
     ];
 
     for bad in bad_ids {
@@ -227,9 +256,7 @@ async fn invalid_user_ids_are_refused_with_400_invalid_user_id_and_publish_nothi
         assert_error(resp, 400, "invalid_user_id").await;
     }
     let resp = app
-        .publish_request(
-            json!({"userIds": ["u1", "u1.*"], "notification": note(0)}).to_string(),
-        )
+        .publish_request(json!({"userIds": ["u1", "u1.*"], "notification": note(0)}).to_string())
         .send()
         .await
         .unwrap();
@@ -256,11 +283,18 @@ async fn publishing_without_a_valid_token_is_refused_with_401_and_publishes_noth
     let body = json!({"userId": "u1", "notification": note(0)}).to_string();
     let scope = PUBLISH_SCOPE;
     let expired = app.sign(&json!({"sub": "svc", "exp": now_secs() - 10, "scope": scope}));
-    let wrong_key = sign_hs256(&random_hex(48), &json!({"sub": "svc", "exp": now_secs() + 600, "scope": scope}));
+    let wrong_key = sign_hs256(
+        &random_hex(48),
+        &json!({"sub": "svc", "exp": now_secs() + 600, "scope": scope}),
+    );
     let none = format!(
         "{}.{}.",
         b64url(br#"{"alg":"none","typ":"JWT"}"#),
-        b64url(json!({"sub": "svc", "exp": now_secs() + 600, "scope": scope}).to_string().as_bytes())
+        b64url(
+            json!({"sub": "svc", "exp": now_secs() + 600, "scope": scope})
+                .to_string()
+                .as_bytes()
+        )
     );
     let post = || {
         app.client
@@ -270,11 +304,20 @@ async fn publishing_without_a_valid_token_is_refused_with_401_and_publishes_noth
     };
 
     assert_error(post().send().await.unwrap(), 401, "unauthorized").await;
-    for token in [expired.as_str(), wrong_key.as_str(), none.as_str(), "not-a-jwt"] {
+    for token in [
+        expired.as_str(),
+        wrong_key.as_str(),
+        none.as_str(),
+        "not-a-jwt",
+    ] {
         let resp = post().bearer_auth(token).send().await.unwrap();
         assert_error(resp, 401, "unauthorized").await;
     }
-    let resp = post().header("authorization", format!("Basic {}", b64url(b"a:b"))).send().await.unwrap();
+    let resp = post()
+        .header("authorization", format!("Basic {}", b64url(b"a:b")))
+        .send()
+        .await
+        .unwrap();
     assert_error(resp, 401, "unauthorized").await;
 
     assert_nothing_pending(&app, &mut s, "u1").await;
@@ -318,7 +361,11 @@ async fn the_publish_scope_is_found_anywhere_in_a_space_separated_list() {
     let exp = now_secs() + 600;
     let body = json!({"userId": "u1", "notification": note(3)}).to_string();
 
-    for scope in ["notifications:publish", "a b notifications:publish", "notifications:publish c"] {
+    for scope in [
+        "notifications:publish",
+        "a b notifications:publish",
+        "notifications:publish c",
+    ] {
         let token = app.sign(&json!({"sub": "svc", "exp": exp, "scope": scope}));
         let resp = app
             .client
@@ -331,7 +378,10 @@ async fn the_publish_scope_is_found_anywhere_in_a_space_separated_list() {
             .unwrap();
         assert_eq!(resp.status().as_u16(), 202, "scope {scope:?}");
         let id: Value = resp.json().await.unwrap();
-        assert_eq!(s.next_message().await.0, parse_id(id["id"].as_str().unwrap()));
+        assert_eq!(
+            s.next_message().await.0,
+            parse_id(id["id"].as_str().unwrap())
+        );
     }
 }
 
@@ -350,7 +400,11 @@ async fn a_notification_over_the_default_size_limit_is_refused_with_413() {
 
     let fits = json!({"type": "x", "message": "m".repeat(60_000)});
     let id = app.publish("u1", &fits).await;
-    assert_eq!(s.next_message().await.0, id, "only the notification that fits is published");
+    assert_eq!(
+        s.next_message().await.0,
+        id,
+        "only the notification that fits is published"
+    );
 }
 
 #[tokio::test]
@@ -408,5 +462,8 @@ async fn a_batch_with_more_users_than_allowed_is_refused_and_publishes_nothing()
         .unwrap();
     assert_eq!(resp.status().as_u16(), 202);
     let body: Value = resp.json().await.unwrap();
-    assert_eq!(s.next_message().await.0, parse_id(body["ids"]["u1"].as_str().unwrap()));
+    assert_eq!(
+        s.next_message().await.0,
+        parse_id(body["ids"]["u1"].as_str().unwrap())
+    );
 }

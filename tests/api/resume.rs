@@ -32,8 +32,15 @@ async fn reconnecting_with_last_event_id_replays_what_was_missed_in_order_then_c
     let f = app.publish_n("u1", 5).await;
 
     assert_eq!(replayed, vec![b, c, d, e]);
-    assert_eq!(s.next_message().await.0, f, "live continues after the replay, no dup, no gap");
-    assert!(s.start_id.unwrap() < b, "start frame must not skip past the replay");
+    assert_eq!(
+        s.next_message().await.0,
+        f,
+        "live continues after the replay, no dup, no gap"
+    );
+    assert!(
+        s.start_id.unwrap() < b,
+        "start frame must not skip past the replay"
+    );
 }
 
 #[tokio::test]
@@ -48,7 +55,10 @@ async fn replayed_notifications_carry_the_same_data_as_when_they_were_published(
 
     let (id, data) = s.next_message().await;
     assert_eq!(id, a);
-    assert_eq!(serde_json::from_str::<serde_json::Value>(&data).unwrap(), note(7));
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&data).unwrap(),
+        note(7)
+    );
 }
 
 #[tokio::test]
@@ -83,7 +93,11 @@ async fn the_last_event_id_header_wins_over_the_query_parameter() {
         .header("Last-Event-ID", c.to_string());
     let mut s = app.subscribe_with(req).await;
 
-    assert_eq!(s.next_message().await.0, d, "replay starts after the header's id");
+    assert_eq!(
+        s.next_message().await.0,
+        d,
+        "replay starts after the header's id"
+    );
     let e = app.publish_n("u1", 4).await;
     assert_eq!(s.next_message().await.0, e);
 }
@@ -206,7 +220,10 @@ async fn notifications_older_than_the_history_max_age_are_not_replayed() {
     let mut s = resume_header(&app, "u1", &cursor.to_string()).await;
 
     let reset = s.next_event().await;
-    assert_eq!(reset.event, "reset", "an expired notification was lost: {reset:?}");
+    assert_eq!(
+        reset.event, "reset",
+        "an expired notification was lost: {reset:?}"
+    );
     assert_eq!(reset.json(), json!({"reason": "history_truncated"}));
     assert_eq!(s.next_message().await.0, fresh);
 }

@@ -65,8 +65,15 @@ async fn posting_a_session_sets_a_scoped_http_only_secure_cookie_that_expires_wi
     assert_eq!(c.attr("path"), Some("/api/notifications"));
     assert_eq!(c.attr("httponly"), Some(""));
     assert_eq!(c.attr("secure"), Some(""));
-    assert_eq!(c.attr("samesite").map(str::to_ascii_lowercase).as_deref(), Some("none"));
-    let max_age: u64 = c.attr("max-age").expect("Max-Age").parse().expect("numeric Max-Age");
+    assert_eq!(
+        c.attr("samesite").map(str::to_ascii_lowercase).as_deref(),
+        Some("none")
+    );
+    let max_age: u64 = c
+        .attr("max-age")
+        .expect("Max-Age")
+        .parse()
+        .expect("numeric Max-Age");
     let left = exp - now_secs();
     assert!(
         max_age + 5 >= left && max_age <= left + 1,
@@ -78,7 +85,13 @@ async fn posting_a_session_sets_a_scoped_http_only_secure_cookie_that_expires_wi
 async fn a_stream_opened_with_only_the_session_cookie_receives_notifications() {
     let app = spawn_app().await;
     let token = app.user_token("u1");
-    let resp = app.client.post(app.url(SESSION)).bearer_auth(&token).send().await.unwrap();
+    let resp = app
+        .client
+        .post(app.url(SESSION))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
     let cookie = session_cookie(resp.headers()).value;
 
     let mut s = app
@@ -97,7 +110,10 @@ async fn a_stream_opened_with_only_the_session_cookie_receives_notifications() {
 async fn a_token_in_the_request_takes_precedence_over_the_cookie() {
     let app = spawn_app().await;
     let cookie = format!("{COOKIE}={}", app.user_token("u1"));
-    let bad = sign_hs256(&random_hex(48), &json!({"sub": "u1", "exp": now_secs() + 600}));
+    let bad = sign_hs256(
+        &random_hex(48),
+        &json!({"sub": "u1", "exp": now_secs() + 600}),
+    );
 
     let resp = app
         .subscribe_request(&bad)
@@ -118,7 +134,10 @@ async fn a_token_in_the_request_takes_precedence_over_the_cookie() {
 
     // A good query token for u2 with u1's cookie opens u2's stream.
     let mut s = app
-        .subscribe_with(app.subscribe_request(&app.user_token("u2")).header("cookie", &cookie))
+        .subscribe_with(
+            app.subscribe_request(&app.user_token("u2"))
+                .header("cookie", &cookie),
+        )
         .await;
     app.publish_n("u1", 1).await;
     let for_u2 = app.publish_n("u2", 2).await;
@@ -147,7 +166,10 @@ async fn deleting_the_session_clears_the_cookie() {
 #[tokio::test]
 async fn creating_a_session_without_a_valid_token_is_refused_with_401_and_no_cookie() {
     let app = spawn_app_with(&[("NOTIFY_JWT_LEEWAY", "0s")]).await;
-    let wrong = sign_hs256(&random_hex(48), &json!({"sub": "u1", "exp": now_secs() + 600}));
+    let wrong = sign_hs256(
+        &random_hex(48),
+        &json!({"sub": "u1", "exp": now_secs() + 600}),
+    );
     let expired = app.user_token_exp("u1", now_secs() - 2);
     let bad_sub = app.sign(&json!({"sub": "u1.*", "exp": now_secs() + 600}));
 
@@ -155,8 +177,17 @@ async fn creating_a_session_without_a_valid_token_is_refused_with_401_and_no_coo
     assert!(resp.headers().get("set-cookie").is_none());
     assert_error(resp, 401, "unauthorized").await;
     for token in [wrong, expired, bad_sub, "garbage".to_string()] {
-        let resp = app.client.post(app.url(SESSION)).bearer_auth(&token).send().await.unwrap();
-        assert!(resp.headers().get("set-cookie").is_none(), "cookie set for a bad token");
+        let resp = app
+            .client
+            .post(app.url(SESSION))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            resp.headers().get("set-cookie").is_none(),
+            "cookie set for a bad token"
+        );
         assert_error(resp, 401, "unauthorized").await;
     }
 }

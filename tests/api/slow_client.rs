@@ -10,7 +10,8 @@ use tokio::net::TcpSocket;
 use crate::helpers::*;
 
 #[tokio::test]
-async fn a_client_that_stops_reading_is_dropped_while_others_get_everything_and_memory_stays_bounded() {
+async fn a_client_that_stops_reading_is_dropped_while_others_get_everything_and_memory_stays_bounded(
+) {
     let app = spawn_app_with(&[("NOTIFY_SINK_QUEUE", "4")]).await;
     let mut fast = app.subscribe("fast").await;
     let socket = TcpSocket::new_v4().unwrap();
@@ -25,27 +26,36 @@ async fn a_client_that_stops_reading_is_dropped_while_others_get_everything_and_
         app.port
     );
     slow.write_all(request.as_bytes()).await.unwrap();
-    app.wait_metric("notify_connections_open", &[], |v| v == 2.0).await;
+    app.wait_metric("notify_connections_open", &[], |v| v == 2.0)
+        .await;
     let rss_before = proc_status_kib(app.pid(), "VmRSS");
 
     let big = "x".repeat(32 * 1024);
     let mut fast_ids = Vec::new();
     for i in 0..300 {
-        app.publish("slow", &json!({"type": "bulk", "message": big, "data": {"i": i}}))
-            .await;
+        app.publish(
+            "slow",
+            &json!({"type": "bulk", "message": big, "data": {"i": i}}),
+        )
+        .await;
         if i % 10 == 0 {
             fast_ids.push(app.publish_n("fast", i).await);
         }
     }
 
-    assert_eq!(fast.message_ids(fast_ids.len()).await, fast_ids, "the fast client lost nothing");
+    assert_eq!(
+        fast.message_ids(fast_ids.len()).await,
+        fast_ids,
+        "the fast client lost nothing"
+    );
     app.wait_metric(
         "notify_notifications_dropped_total",
         &[("reason", "slow_consumer")],
         |v| v >= 1.0,
     )
     .await;
-    app.wait_metric("notify_connections_open", &[], |v| v == 1.0).await;
+    app.wait_metric("notify_connections_open", &[], |v| v == 1.0)
+        .await;
     let peak = proc_status_kib(app.pid(), "VmHWM");
     assert!(
         peak.saturating_sub(rss_before) < 64 * 1024,
@@ -75,5 +85,8 @@ async fn a_client_that_stops_reading_is_dropped_while_others_get_everything_and_
             }
         }
     }
-    assert!(received < 300 * 32 * 1024, "all {received} bytes were buffered for the slow client");
+    assert!(
+        received < 300 * 32 * 1024,
+        "all {received} bytes were buffered for the slow client"
+    );
 }

@@ -16,7 +16,10 @@ async fn a_subscription_answers_an_event_stream_with_the_required_headers() {
     let ct = s.header("content-type").expect("Content-Type");
     assert!(ct.starts_with("text/event-stream"), "Content-Type {ct:?}");
     let cc = s.header("cache-control").expect("Cache-Control");
-    assert!(cc.to_ascii_lowercase().contains("no-cache"), "Cache-Control {cc:?}");
+    assert!(
+        cc.to_ascii_lowercase().contains("no-cache"),
+        "Cache-Control {cc:?}"
+    );
     assert_eq!(s.header("x-accel-buffering").as_deref(), Some("no"));
 }
 
@@ -27,15 +30,28 @@ async fn the_stream_opens_with_a_retry_line_then_an_id_only_start_frame() {
     let s = app.subscribe("u1").await;
 
     let raw = String::from_utf8(s.raw.clone()).expect("UTF-8 body");
-    let rest = raw.strip_prefix("retry: ").unwrap_or_else(|| panic!("body starts {raw:?}"));
-    let (ms, rest) = rest.split_once("\n\n").expect("retry line ends the first block");
+    let rest = raw
+        .strip_prefix("retry: ")
+        .unwrap_or_else(|| panic!("body starts {raw:?}"));
+    let (ms, rest) = rest
+        .split_once("\n\n")
+        .expect("retry line ends the first block");
     let ms: u64 = ms.parse().unwrap_or_else(|_| panic!("retry value {ms:?}"));
-    assert!((1000..=5000).contains(&ms), "retry {ms} ms outside [1000, 5000]");
-    let rest = rest.strip_prefix("id: ").unwrap_or_else(|| panic!("second block {rest:?}"));
+    assert!(
+        (1000..=5000).contains(&ms),
+        "retry {ms} ms outside [1000, 5000]"
+    );
+    let rest = rest
+        .strip_prefix("id: ")
+        .unwrap_or_else(|| panic!("second block {rest:?}"));
     let (id, rest) = rest.split_once("\n\n").expect("start frame is one id line");
     assert_eq!(parse_id(id), s.start_id.unwrap());
     assert_eq!(rest, "", "nothing follows the start frame yet");
-    assert_eq!(s.last_event_id(), id, "the start frame sets the last event id");
+    assert_eq!(
+        s.last_event_id(),
+        id,
+        "the start frame sets the last event id"
+    );
 }
 
 #[tokio::test]
@@ -46,7 +62,10 @@ async fn the_retry_delay_is_jittered_per_connection() {
     for _ in 0..8 {
         let s = app.subscribe("u1").await;
         let ms: u64 = s.retry().unwrap().parse().unwrap();
-        assert!((1000..=5000).contains(&ms), "retry {ms} ms outside [1000, 5000]");
+        assert!(
+            (1000..=5000).contains(&ms),
+            "retry {ms} ms outside [1000, 5000]"
+        );
         seen.push(ms);
     }
 
@@ -71,7 +90,10 @@ async fn a_notification_arrives_as_one_message_event_with_its_id_and_the_exact_j
     let e = s.next_event().await;
     assert_eq!(e.event, "message");
     assert_eq!(e.id_num(), id);
-    assert_eq!(e.data, notification, "data must be byte-identical to what was sent");
+    assert_eq!(
+        e.data, notification,
+        "data must be byte-identical to what was sent"
+    );
     let frame = format!("id: {id}\ndata: {notification}\n\n");
     assert!(
         String::from_utf8_lossy(&s.raw).ends_with(&frame),
@@ -90,10 +112,16 @@ async fn event_ids_increase_strictly_and_match_the_publish_answers_in_order() {
         published.push(app.publish_n("u1", n).await);
     }
 
-    assert!(published.windows(2).all(|w| w[0] < w[1]), "publish ids {published:?}");
+    assert!(
+        published.windows(2).all(|w| w[0] < w[1]),
+        "publish ids {published:?}"
+    );
     let received = s.message_ids(10).await;
     assert_eq!(received, published);
-    assert!(s.start_id.unwrap() < received[0], "start frame id must precede every event id");
+    assert!(
+        s.start_id.unwrap() < received[0],
+        "start frame id must precede every event id"
+    );
 }
 
 #[tokio::test]
@@ -138,7 +166,11 @@ async fn a_user_never_receives_another_users_notifications() {
     let (bob_first, bob_data) = bob.next_message().await;
     assert_eq!(bob_first, for_bob, "bob's first event must be his own");
     assert_eq!(serde_json::from_str::<Value>(&bob_data).unwrap(), note(100));
-    assert_eq!(alice.message_ids(6).await, for_alice, "alice gets exactly her own six");
+    assert_eq!(
+        alice.message_ids(6).await,
+        for_alice,
+        "alice gets exactly her own six"
+    );
     // Nothing else is pending for bob: his next own notification is next.
     let bob_next = app.publish_n("bob", 101).await;
     assert_eq!(bob.next_message().await.0, bob_next);
@@ -165,8 +197,15 @@ async fn a_new_connection_without_a_cursor_starts_at_the_live_position() {
     let mut s = app.subscribe("u1").await;
     let after = app.publish_n("u1", 1).await;
 
-    assert!(s.start_id.unwrap() >= before, "start frame lies before an old notification");
-    assert_eq!(s.next_message().await.0, after, "old history is not replayed without a cursor");
+    assert!(
+        s.start_id.unwrap() >= before,
+        "start frame lies before an old notification"
+    );
+    assert_eq!(
+        s.next_message().await.0,
+        after,
+        "old history is not replayed without a cursor"
+    );
 }
 
 #[tokio::test]
@@ -198,11 +237,15 @@ async fn keep_alive_comments_arrive_at_the_configured_interval() {
 async fn closing_a_stream_frees_its_connection_without_any_traffic() {
     let app = spawn_app_with(&[("NOTIFY_KEEPALIVE", "600s")]).await;
     let s = app.subscribe("u1").await;
-    app.wait_metric("notify_connections_open", &[], |v| v == 1.0).await;
-    app.wait_metric("notify_users_online", &[], |v| v == 1.0).await;
+    app.wait_metric("notify_connections_open", &[], |v| v == 1.0)
+        .await;
+    app.wait_metric("notify_users_online", &[], |v| v == 1.0)
+        .await;
 
     drop(s);
 
-    app.wait_metric("notify_connections_open", &[], |v| v == 0.0).await;
-    app.wait_metric("notify_users_online", &[], |v| v == 0.0).await;
+    app.wait_metric("notify_connections_open", &[], |v| v == 0.0)
+        .await;
+    app.wait_metric("notify_users_online", &[], |v| v == 0.0)
+        .await;
 }
