@@ -31,5 +31,6 @@ pub mod server;
 pub mod session;
 pub mod shutdown;
 pub mod sse;
+pub mod tls;
 pub mod user;
 pub mod user_id;

@@ -35,13 +35,6 @@ pub enum StartError {
 /// Runs `serve` until a shutdown signal has drained the node.
 pub async fn run(config: ServeConfig) -> Result<(), StartError> {
     config.validate()?;
-    if config.tls_cert_file.is_some() {
-        return Err(ConfigError::new(
-            "NOTIFY_TLS_CERT_FILE",
-            "HTTPS is not available in this build yet",
-        )
-        .into());
-    }
     let prometheus = crate::metrics::install(config.max_connections)
         .map_err(|e| ConfigError::new("RUST_LOG", format!("metrics recorder: {e}")))?;
     let auth = Authenticator::from_config(&config)?;
@@ -114,8 +107,14 @@ pub async fn run(config: ServeConfig) -> Result<(), StartError> {
     .workers(workers)
     // Our own limit answers 503; the acceptor's must never be hit first.
     .max_connections(config.max_connections as usize + 1024)
-    .backlog(4096)
-    .bind(config.listen)
+    .backlog(4096);
+    let server = match (&config.tls_cert_file, &config.tls_key_file) {
+        (Some(cert), Some(key)) => {
+            let tls = crate::tls::server_config(cert, key)?;
+            server.bind_rustls_0_23(config.listen, tls)
+        }
+        _ => server.bind(config.listen),
+    }
     .map_err(|source| StartError::Bind {
         addr: config.listen,
         source,
@@ -125,7 +124,7 @@ pub async fn run(config: ServeConfig) -> Result<(), StartError> {
         println!("listening on {addr}");
     }
     std::io::stdout().flush()?;
-    tracing::info!(listen = %config.listen, workers, bus = if config.nats_url.is_some() { "nats" } else { "embedded" }, "serving");
+    tracing::info!(listen = %config.listen, tls = config.tls_cert_file.is_some(), workers, bus = if config.nats_url.is_some() { "nats" } else { "embedded" }, "serving");
 
     let server = server.run();
     let handle = server.handle();

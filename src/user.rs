@@ -234,7 +234,10 @@ fn until(at: u64) -> Duration {
     const YEAR: Duration = Duration::from_secs(365 * 24 * 3600);
     UNIX_EPOCH
         .checked_add(Duration::from_secs(at))
-        .map_or(YEAR, |at| at.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO))
+        .map_or(YEAR, |at| {
+            at.duration_since(SystemTime::now())
+                .unwrap_or(Duration::ZERO)
+        })
         .min(YEAR)
 }
 

@@ -69,6 +69,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .route("/readyz", web::get().to(ops::readyz))
     .route("/metrics", web::get().to(ops::metrics_text))
     .route("/", web::get().to(ops::demo_page))
+    .route("/leader-tab.js", web::get().to(ops::leader_tab_js))
     .default_service(web::to(|| async {
         Err::<HttpResponse, _>(ApiError::NotFound)
     }));

@@ -46,3 +46,11 @@ pub(super) async fn demo_page() -> HttpResponse {
         .insert_header(("Cache-Control", "no-cache"))
         .body(include_str!("../../static/index.html"))
 }
+
+/// The leader-tab helper module the README and the demo page describe.
+pub(super) async fn leader_tab_js() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/javascript; charset=utf-8")
+        .insert_header(("Cache-Control", "no-cache"))
+        .body(include_str!("../../static/leader-tab.js"))
+}
