@@ -19,7 +19,7 @@ multi-document YAML stream on stdin (kustomize or helm output) and checks:
 * duplicate mapping keys anywhere (YAML parsers silently keep the last one).
 
 Usage: check_crds.py --name LABEL [--expect KIND ...] [--expect-env K=V ...]
-                     [--nats-replicas N] [--dump-nats-conf DIR] < rendered.yaml
+                     [--nats-replicas N] [--dump-nats-conf DIR] [--in FILE] < rendered.yaml
 Standard library + PyYAML only. Exit status 1 on any failure.
 """
 
@@ -143,6 +143,7 @@ def labels_match(selector, labels):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--name", default="stdin", help="label for messages")
+    ap.add_argument("--in", dest="infile", metavar="FILE", help="read FILE instead of stdin")
     ap.add_argument("--expect", action="append", default=[], metavar="KIND",
                     help="a kind that must be present (repeatable)")
     ap.add_argument("--expect-env", action="append", default=[], metavar="NAME=VALUE",
@@ -154,7 +155,12 @@ def main():
     c = Checker(args.name)
 
     try:
-        docs = [d for d in yaml.load_all(sys.stdin.read(), Loader=UniqueKeyLoader) if d is not None]
+        if args.infile:
+            with open(args.infile, encoding="utf-8") as f:
+                text = f.read()
+        else:
+            text = sys.stdin.read()
+        docs = [d for d in yaml.load_all(text, Loader=UniqueKeyLoader) if d is not None]
     except yaml.YAMLError as e:
         print(f"check_crds: {args.name}: YAML error: {e}", file=sys.stderr)
         return 1

@@ -155,7 +155,13 @@ validate() {
   [[ -s "$1" ]] && kubernetes-validate --strict --quiet -k "$2" "$1"
 }
 
+# lacks FILE REGEX: FILE exists and has no line matching REGEX.
+lacks() {
+  [[ -s "$1" ]] && ! grep -Eq -- "$2" "$1"
+}
+
 # crds FILE [check_crds.py args...]
+# shellcheck disable=SC2094 # basename does not read the file
 crds() {
   local file="$1"
   shift
@@ -178,6 +184,45 @@ must_fail() {
   grep -Eq -- "$pattern" <<<"$output" || { echo "failed, but not with /$pattern/"; return 1; }
 }
 
+# must_print PATTERN command...: the command must succeed and print PATTERN.
+must_print() {
+  local pattern="$1"
+  shift
+  local output
+  output="$("$@" 2>&1)" || { printf '%s\n' "$output"; return 1; }
+  printf '%s\n' "$output"
+  grep -Eq -- "$pattern" <<<"$output" || { echo "output lacks /$pattern/"; return 1; }
+}
+
+# The Dockerfile's builder (rust:X.Y) must be new enough for every crate that
+# `cargo build --release` compiles for Linux (declared rust-version). Catches
+# a dependency bump that would break `docker build` without failing CI.
+builder_covers_dependencies() {
+  local builder
+  builder="$(grep -oP '^FROM rust:\K[0-9]+\.[0-9]+' Dockerfile)" || { echo "no FROM rust:X.Y in Dockerfile"; return 1; }
+  : >"$SELFTEST/linux-packages.txt"
+  local target
+  for target in x86_64-unknown-linux-gnu aarch64-unknown-linux-gnu; do
+    cargo tree --locked --quiet --target "$target" -e normal,build --prefix none --format '{p}' \
+      >>"$SELFTEST/linux-packages.txt" || return 1
+  done
+  cargo metadata --locked --quiet --format-version 1 >"$SELFTEST/cargo-metadata.json" || return 1
+  "$VENV/bin/python" - "$builder" "$SELFTEST/linux-packages.txt" "$SELFTEST/cargo-metadata.json" <<'PY'
+import json, sys
+builder, pkgs_file, meta_file = sys.argv[1:]
+ver = lambda v: tuple(int(x) for x in (v.split(".") + ["0", "0"])[:3])
+built = {tuple(line.split()[:2]) for line in open(pkgs_file) if line.strip()}
+meta = json.load(open(meta_file))
+too_new = [(p["name"], p["version"], p["rust_version"]) for p in meta["packages"]
+           if (p["name"], "v" + p["version"]) in built and p.get("rust_version")
+           and ver(p["rust_version"]) > ver(builder)]
+print(f"{len(built)} crates built for Linux; builder image rust:{builder}")
+for name, version, rv in too_new:
+    print(f"{name} {version} needs Rust {rv}")
+sys.exit(1 if too_new or not built else 0)
+PY
+}
+
 nats_conf_valid() {
   # nats-server -t parses the configuration (no ports opened, nothing written).
   [[ -s "$1" ]] && SERVER_NAME=config-test nats-server -t -c "$1"
@@ -195,6 +240,8 @@ check "yamllint k8s/ and helm values (.yamllint.yaml)" \
 check "hadolint Dockerfile" hadolint Dockerfile
 check "Dockerfile: rust:1.89-bookworm builder, distroless nonroot runtime, serve entrypoint" \
   grep -Pzo '(?s)FROM rust:1\.89-bookworm AS builder.*cargo build --release --locked.*FROM gcr\.io/distroless/cc-debian12:nonroot.*USER 65532:65532.*EXPOSE 8080.*ENTRYPOINT \["/usr/local/bin/campusbite-notify", "serve"\]' Dockerfile
+check "Dockerfile builder rust:X.Y is new enough for every crate in the release build (rust-version)" \
+  builder_covers_dependencies
 check ".dockerignore keeps target/ and .git/ out of the build context" \
   bash -c 'grep -qx "target/" .dockerignore && grep -qx ".git/" .dockerignore'
 check "values.schema.json is valid JSON Schema (draft-07)" \
@@ -238,10 +285,11 @@ EOF
 check "kubernetes-validate --strict rejects a misspelled field (spec.replica)" \
   must_fail "replica" kubernetes-validate --strict --quiet -k "$KUBE_MIN" "$SELFTEST/canary-misspelled.yaml"
 check "check_crds.py rejects an HTTPRoute without backendRefs" \
-  must_fail "without backendRefs" "$VENV/bin/python" .ci/check_crds.py --name canary <"$SELFTEST/canary-httproute.yaml"
+  must_fail "without backendRefs" "$VENV/bin/python" .ci/check_crds.py --name canary --in "$SELFTEST/canary-httproute.yaml"
+printf 'apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: a\n  name: b\n' >"$SELFTEST/canary-duplicate-key.yaml"
 check "check_crds.py rejects duplicate YAML keys" \
-  must_fail "duplicate key" bash -c 'printf "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: a\n  name: b\n" | "$0" .ci/check_crds.py' \
-  "$VENV/bin/python"
+  must_fail "duplicate key" "$VENV/bin/python" .ci/check_crds.py --name canary-duplicate-key \
+  --in "$SELFTEST/canary-duplicate-key.yaml"
 
 # ---- 3. kustomize overlays -------------------------------------------------------
 echo "== kustomize overlays (kubectl $KUBECTL_VERSION kustomize)"
@@ -263,7 +311,7 @@ check "kustomize prod-keda: custom resources and invariants (KEDA ScaledObject, 
   crds "$OUT/kustomize-prod-keda.yaml" --nats-replicas 3 --expect-env NOTIFY_STREAM_REPLICAS=3 \
   --expect ScaledObject --expect HTTPRoute
 check "kustomize prod-keda: the CPU HPA is replaced by the ScaledObject" \
-  bash -c '! grep -q "^kind: HorizontalPodAutoscaler" "$0"' "$OUT/kustomize-prod-keda.yaml"
+  lacks "$OUT/kustomize-prod-keda.yaml" "^kind: HorizontalPodAutoscaler"
 
 # ---- 4. Helm chart ---------------------------------------------------------------
 echo "== Helm chart (helm $HELM_VERSION)"
@@ -307,13 +355,20 @@ check "helm prod-keda: custom resources and invariants (ScaledObject, no HPA)" \
 check "helm external-nats: no NATS StatefulSet, NOTIFY_NATS_URL from nats.url" \
   crds "$OUT/helm-external-nats.yaml" \
   --expect-env 'NOTIFY_NATS_URL=nats://nats-0.nats:4222,nats://nats-1.nats:4222' --expect-env NOTIFY_STREAM_REPLICAS=1
-check "helm external-nats: renders no StatefulSet" \
-  bash -c '! grep -q "^kind: StatefulSet" "$0"' "$OUT/helm-external-nats.yaml"
-check "helm public-key: NOTIFY_JWT_PUBLIC_KEY_FILE set, no generated Secret" \
-  bash -c 'grep -q "NOTIFY_JWT_PUBLIC_KEY_FILE:" "$0" && ! grep -q "^kind: Secret" "$0" && "$1" .ci/check_crds.py --name public-key <"$0"' \
-  "$OUT/helm-public-key.yaml" "$VENV/bin/python"
+check "helm external-nats: renders no StatefulSet" lacks "$OUT/helm-external-nats.yaml" "^kind: StatefulSet"
+check "helm public-key: NOTIFY_JWT_PUBLIC_KEY_FILE set" grep -q "NOTIFY_JWT_PUBLIC_KEY_FILE:" "$OUT/helm-public-key.yaml"
+check "helm public-key: no HS256 Secret generated" lacks "$OUT/helm-public-key.yaml" "^kind: Secret"
+check "helm public-key: custom resources and invariants" crds "$OUT/helm-public-key.yaml" --nats-replicas 1
 check "helm no-crds: custom resources are skipped when the cluster lacks their API" \
-  bash -c '! grep -Eq "^kind: (ServiceMonitor|PrometheusRule)" "$0"' "$OUT/helm-no-crds.yaml"
+  lacks "$OUT/helm-no-crds.yaml" "^kind: (ServiceMonitor|PrometheusRule)"
+
+check "NOTES.txt renders (helm install --dry-run=client, default values)" \
+  must_print "Producers publish the notification JSON" \
+  "$HELM" install notify "$CHART" --namespace campusbite-notify --dry-run=client --hide-secret
+check "NOTES.txt renders (helm install --dry-run=client, values-prod.yaml + KEDA)" \
+  must_print "KEDA ScaledObject notify-campusbite-notify scales" \
+  "$HELM" install notify "$CHART" --namespace campusbite-notify --dry-run=client --hide-secret \
+  -f helm/values-prod.yaml --set keda.enabled=true
 
 # ---- 5. NATS configuration -------------------------------------------------------
 echo "== NATS configuration (nats-server -t)"
@@ -325,9 +380,13 @@ done
 echo "== values.schema.json rejects bad values"
 SCHEMA_ERR="values don't meet the specifications of the schema"
 bad_output="$SELFTEST/values-bad-lint.txt"
-check "helm lint -f helm/values-bad.yaml FAILS on the schema" \
-  must_fail "$SCHEMA_ERR" bash -c '"$0" lint --strict "$1" -f helm/values-bad.yaml >"$2" 2>&1; status=$?; cat "$2"; exit $status' \
-  "$HELM" "$CHART" "$bad_output"
+lint_bad_values() {
+  local status=0
+  "$HELM" lint --strict "$CHART" -f helm/values-bad.yaml >"$bad_output" 2>&1 || status=$?
+  cat "$bad_output"
+  return "$status"
+}
+check "helm lint -f helm/values-bad.yaml FAILS on the schema" must_fail "$SCHEMA_ERR" lint_bad_values
 for rule in "/replicaCount': got string, want integer" \
   "/image/pullPolicy': value must be one of" \
   "/config/historyMaxAge': 'forever' does not match pattern" \
