@@ -22,6 +22,7 @@ const MAX_TOKEN_BYTES: usize = 8 * 1024;
 pub struct Authenticator {
     key: DecodingKey,
     validation: Validation,
+    leeway: u64,
 }
 
 /// A browser's credential, checked.
@@ -128,7 +129,11 @@ impl Authenticator {
             None => validation.validate_aud = false,
         }
         validation.set_required_spec_claims(&required);
-        Ok(Self { key, validation })
+        Ok(Self {
+            key,
+            validation,
+            leeway: config.jwt_leeway.as_secs(),
+        })
     }
 
     /// Checks a browser's token; its `sub` must be a valid user id.
@@ -164,7 +169,7 @@ impl Authenticator {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(AuthError::Malformed);
         }
-        jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
+        let claims = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
             .map(|data| data.claims)
             .map_err(|e| match e.into_kind() {
                 ErrorKind::ExpiredSignature => AuthError::Expired,
@@ -179,7 +184,13 @@ impl Authenticator {
                 }
                 ErrorKind::MissingRequiredClaim(claim) => AuthError::MissingClaim(claim),
                 _ => AuthError::Malformed,
-            })
+            })?;
+        // RFC 7519: the current time must be *before* exp. jsonwebtoken
+        // accepts the whole second of exp itself.
+        if claims.exp.saturating_add(self.leeway) <= now_unix() {
+            return Err(AuthError::Expired);
+        }
+        Ok(claims)
     }
 }
 

@@ -88,12 +88,16 @@ impl Registry {
     /// Ends every stream, spread evenly over `spread` so that browsers do not
     /// all reconnect in the same instant.
     pub async fn close_all(&self, spread: Duration) {
-        const STEP: Duration = Duration::from_millis(50);
+        // Finest spacing between two batches of closes.
+        const STEP: Duration = Duration::from_millis(20);
         let actors: Vec<Addr<UserActor>> = self.actors.iter().map(|e| e.value().clone()).collect();
-        let steps = (spread.as_millis() / STEP.as_millis()).max(1) as usize;
-        let per_step = actors.len().div_ceil(steps).max(1);
-        let mut tick = tokio::time::interval(STEP);
-        for batch in actors.chunks(per_step) {
+        if actors.is_empty() {
+            return;
+        }
+        let batches = ((spread.as_millis() / STEP.as_millis()) as usize).clamp(1, actors.len());
+        let per_batch = actors.len().div_ceil(batches);
+        let mut tick = tokio::time::interval((spread / batches as u32).max(Duration::from_millis(1)));
+        for batch in actors.chunks(per_batch) {
             tick.tick().await;
             for actor in batch {
                 actor.do_send(CloseAll);

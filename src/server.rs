@@ -13,7 +13,7 @@ use crate::bus::embedded::{EmbeddedBus, HistoryLimits};
 use crate::bus::nats::{NatsBus, NatsSettings, SharedNatsBus};
 use crate::bus::Bus;
 use crate::config::{ConfigError, ServeConfig};
-use crate::http::{self, ApiLimits, AppState, ConnectionSlots};
+use crate::http::{self, ApiLimits, AppState, ConnectionSlots, SocketHandle};
 use crate::registry::Registry;
 use crate::shutdown::{self, Lifecycle};
 use crate::user::StreamPolicy;
@@ -100,6 +100,14 @@ pub async fn run(config: ServeConfig) -> Result<(), StartError> {
             .wrap(middleware::DefaultHeaders::new().add(("X-Content-Type-Options", "nosniff")))
             .configure(http::configure)
     })
+    .on_connect(|connection, data| {
+        if let Some(handle) = connection
+            .downcast_ref::<actix_web::rt::net::TcpStream>()
+            .and_then(SocketHandle::of)
+        {
+            data.insert(handle);
+        }
+    })
     // A closed browser must free its stream at once, even when it is silent.
     .h1_allow_half_closed(false)
     .disable_signals()
@@ -120,6 +128,7 @@ pub async fn run(config: ServeConfig) -> Result<(), StartError> {
         source,
     })?;
 
+    let signals = shutdown::Signals::install()?;
     for addr in server.addrs() {
         println!("listening on {addr}");
     }
@@ -130,7 +139,7 @@ pub async fn run(config: ServeConfig) -> Result<(), StartError> {
     let handle = server.handle();
     let grace = config.shutdown_grace;
     actix_web::rt::spawn(async move {
-        shutdown::signal().await;
+        signals.recv().await;
         tracing::info!(streams_users = registry.len(), grace = ?grace, "draining");
         lifecycle.start_draining();
         hard_deadline(grace);

@@ -31,22 +31,28 @@ pub fn close_spread(grace: Duration) -> Duration {
     grace.saturating_sub(FLUSH_TIME + Duration::from_millis(500))
 }
 
-/// Resolves at the first SIGTERM or SIGINT.
-pub async fn signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
-        }
-        _ => {
-            tracing::error!("cannot install signal handlers; stopping only on Ctrl+C");
-            let _ = tokio::signal::ctrl_c().await;
+/// SIGTERM and SIGINT, caught from the moment this is built (so a signal
+/// that arrives during start-up drains instead of killing the process).
+pub struct Signals {
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Installs the handlers.
+    pub fn install() -> std::io::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Self {
+            terminate: signal(SignalKind::terminate())?,
+            interrupt: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    /// Resolves at the first SIGTERM or SIGINT.
+    pub async fn recv(mut self) {
+        tokio::select! {
+            _ = self.terminate.recv() => {}
+            _ = self.interrupt.recv() => {}
         }
     }
 }

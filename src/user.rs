@@ -19,6 +19,7 @@ use tokio::sync::mpsc::{self, error::TrySendError};
 
 use crate::bus::{Bus, BusMessage, History, Subscription};
 use crate::event::{Event, EventId};
+use crate::http::SocketHandle;
 use crate::metrics::{metrics, DropReason};
 use crate::registry::Registry;
 use crate::sse;
@@ -47,6 +48,8 @@ pub struct Join {
     pub resume_after: Option<EventId>,
     /// The token's `exp` (unix seconds): the stream ends then.
     pub expires_at: u64,
+    /// The connection's socket, to cut off a client that stops reading.
+    pub socket: Option<SocketHandle>,
 }
 
 /// A stream's HTTP body was dropped (the client went away, or it ended).
@@ -76,6 +79,7 @@ struct Sink {
     /// The last notification id this sink has been given.
     cursor: EventId,
     timers: [SpawnHandle; 2],
+    socket: Option<SocketHandle>,
 }
 
 enum Outcome {
@@ -117,6 +121,7 @@ impl UserActor {
     fn fan_out(&mut self, event: &Event) {
         let mut written = 0u64;
         let mut slow = Vec::new();
+        let mut gone = Vec::new();
         for sink in &mut self.sinks {
             if event.id <= sink.cursor {
                 continue;
@@ -128,7 +133,7 @@ impl UserActor {
                     metrics().dropped(DropReason::SlowConsumer).increment(1);
                     slow.push(sink.id);
                 }
-                Outcome::Gone => slow.push(sink.id),
+                Outcome::Gone => gone.push(sink.id),
             }
         }
         self.delivered = self.delivered.max(event.id);
@@ -137,7 +142,8 @@ impl UserActor {
         m.delivered.increment(written);
         m.delivery_latency
             .record(event.received_at.elapsed().as_secs_f64());
-        self.close_sinks(&slow);
+        self.cut_off(&slow);
+        self.close_sinks(&gone);
     }
 
     /// Reads history after `delivered` and fans it out (a gap, or a bus
@@ -201,7 +207,8 @@ impl UserActor {
         }
         match offer(&sink.tx, chunk.freeze()) {
             Outcome::Sent => metrics().replayed.increment(count),
-            Outcome::Full | Outcome::Gone => self.close_sinks(&[sink_id]),
+            Outcome::Full => self.cut_off(&[sink_id]),
+            Outcome::Gone => self.close_sinks(&[sink_id]),
         }
     }
 
@@ -212,6 +219,17 @@ impl UserActor {
         self.sinks.retain(|s| !ids.contains(&s.id));
         // Dropping a sender ends its body; the body's drop then sends Leave,
         // which finds nothing left to do.
+    }
+
+    /// Ends streams whose clients stopped reading: their queue is full, so
+    /// ending the body alone would never reach them; the socket is shut down.
+    fn cut_off(&mut self, ids: &[u64]) {
+        for sink in self.sinks.iter().filter(|s| ids.contains(&s.id)) {
+            if let Some(socket) = sink.socket {
+                socket.cut_off();
+            }
+        }
+        self.close_sinks(ids);
     }
 
     fn stop_if_idle(&mut self, ctx: &mut Context<Self>) {
@@ -265,12 +283,16 @@ impl Actor for UserActor {
         );
         ctx.run_interval(self.policy.keepalive, |actor, ctx| {
             let mut stuck = Vec::new();
+            let mut gone = Vec::new();
             for sink in &actor.sinks {
-                if !matches!(offer(&sink.tx, sse::KEEPALIVE), Outcome::Sent) {
-                    stuck.push(sink.id);
+                match offer(&sink.tx, sse::KEEPALIVE) {
+                    Outcome::Sent => {}
+                    Outcome::Full => stuck.push(sink.id),
+                    Outcome::Gone => gone.push(sink.id),
                 }
             }
-            actor.close_sinks(&stuck);
+            actor.cut_off(&stuck);
+            actor.close_sinks(&gone);
             actor.stop_if_idle(ctx);
         });
     }
@@ -317,6 +339,7 @@ impl Handler<Join> for UserActor {
             tx: join.tx,
             cursor: start,
             timers: [warn, expire],
+            socket: join.socket,
         });
         metrics().connections_total.increment(1);
         if start < self.delivered {

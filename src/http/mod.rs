@@ -7,6 +7,7 @@ mod error;
 mod ops;
 mod publish;
 mod session;
+mod socket;
 mod subscribe;
 
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use actix_web::{http::header, web, HttpRequest, HttpResponse};
 use metrics_exporter_prometheus::PrometheusHandle;
 
 pub use error::ApiError;
+pub use socket::SocketHandle;
 pub use subscribe::ConnectionSlots;
 
 use crate::auth::Authenticator;

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 use tokio::sync::mpsc;
 
-use super::{bearer, ApiError, AppState};
+use super::{bearer, ApiError, AppState, SocketHandle};
 use crate::event::EventId;
 use crate::metrics::{metrics, RejectReason};
 use crate::session::COOKIE_NAME;
@@ -125,6 +125,10 @@ pub(super) async fn subscribe(
         tx,
         resume_after,
         expires_at: user_token.expires_at,
+        // HTTP/2 streams share a connection with other tabs: never cut it.
+        socket: (req.version() < actix_web::http::Version::HTTP_2)
+            .then(|| req.conn_data::<SocketHandle>().copied())
+            .flatten(),
     };
     let actor = match state.registry.join(&user_token.user, join).await {
         Ok(actor) => actor,
