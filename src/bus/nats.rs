@@ -38,6 +38,8 @@ const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 const PUBLISH_DEADLINE: Duration = Duration::from_secs(20);
 /// Publishes of one batch in flight at once.
 const PUBLISH_CONCURRENCY: usize = 256;
+/// Longest wait for NATS to confirm a new subscription.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 /// Live messages buffered per user subscription before NATS drops some
 /// (a drop is a gap, which the actor repairs from history).
 const SUBSCRIPTION_CAPACITY: usize = 4096;
@@ -291,9 +293,11 @@ impl NatsBus {
             .map_err(|e| BusError::Other(e.to_string()))?;
         // The server has the subscription once the flush returns; anything
         // stored after the head read below arrives live.
-        self.client
-            .flush()
+        // Bounded: while NATS is away a flush waits for the reconnect, and a
+        // browser must get a 503 rather than a hung request.
+        tokio::time::timeout(FLUSH_TIMEOUT, self.client.flush())
             .await
+            .map_err(|_| BusError::Unavailable)?
             .map_err(|e| BusError::Other(e.to_string()))?;
         let head = match stream
             .direct_get_last_for_subject(self.settings.user_subject(&user))
