@@ -1,0 +1,90 @@
+//! The browser end-to-end tests (issue 7): each `tests/browser/*.test.mjs`
+//! drives Debian's headless Chromium with npm `playwright-core` against this
+//! build's binary. One #[test] per file runs `node --test <file>` in
+//! tests/browser/, prints node's report and asserts that it passed.
+//!
+//! Needs `/usr/bin/chromium` (or `CHROMIUM_BIN`), node ≥ 20 and
+//! `tests/browser/node_modules` (`scripts/install-browser-deps` sets up both).
+//! Artifacts (logs, `demo.png`) go to `target/browser-artifacts/`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn run_browser_test(file: &str) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_campusbite-notify"));
+    // .../target/<profile>/campusbite-notify → .../target/browser-artifacts
+    let artifacts = bin
+        .parent()
+        .and_then(Path::parent)
+        .map(|target| target.join("browser-artifacts"))
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/browser-artifacts"));
+    let chromium = std::env::var_os("CHROMIUM_BIN")
+        .map_or_else(|| PathBuf::from("/usr/bin/chromium"), PathBuf::from);
+    assert!(
+        chromium.exists(),
+        "{} is missing: run scripts/install-browser-deps",
+        chromium.display()
+    );
+    assert!(
+        dir.join("node_modules/playwright-core").is_dir(),
+        "tests/browser/node_modules is missing: run scripts/install-browser-deps"
+    );
+
+    let output = Command::new("node")
+        .args(["--test", "--test-reporter=spec", file])
+        .current_dir(&dir)
+        .env("CAMPUSBITE_BIN", &bin)
+        .env("CAMPUSBITE_ARTIFACTS", &artifacts)
+        .env("CHROMIUM_BIN", &chromium)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run node ({e}); install Node.js >= 20"));
+    println!("{}", String::from_utf8_lossy(&output.stdout));
+    eprintln!("{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "node --test {file} failed ({}); logs in {}",
+        output.status,
+        artifacts.display()
+    );
+}
+
+#[test]
+fn browser_demo_tabs_and_cors() {
+    run_browser_test("01-demo-tabs-cors.test.mjs");
+}
+
+#[test]
+fn browser_cut_and_resume() {
+    run_browser_test("02-cut-resume.test.mjs");
+}
+
+#[test]
+fn browser_start_frame_resume() {
+    run_browser_test("03-start-frame.test.mjs");
+}
+
+#[test]
+fn browser_cookie_session_across_origins() {
+    run_browser_test("04-cookie-session.test.mjs");
+}
+
+#[test]
+fn browser_token_expiring_renewal() {
+    run_browser_test("05-token-expiring.test.mjs");
+}
+
+#[test]
+fn browser_nats_cluster_failover() {
+    run_browser_test("06-nats-failover.test.mjs");
+}
+
+#[test]
+fn browser_http2_many_tabs() {
+    run_browser_test("07-http2-tabs.test.mjs");
+}
+
+#[test]
+fn browser_leader_tab() {
+    run_browser_test("08-leader-tab.test.mjs");
+}
