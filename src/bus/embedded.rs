@@ -373,7 +373,8 @@ mod tests {
         }
         let a = bus.history_now(&user("a"), EventId(999));
         let b = bus.history_now(&user("b"), EventId(999));
-        assert_eq!(ids(&a), vec![1004]);
+        // Three frames fit: the two oldest (1000 of a, 1001 of b) went.
+        assert_eq!(ids(&a), vec![1002, 1004]);
         assert_eq!(ids(&b), vec![1003]);
         assert!(a.truncated && b.truncated);
         assert!(lock(&bus.state).bytes <= frame * 3);
