@@ -96,7 +96,8 @@ impl Registry {
         }
         let batches = ((spread.as_millis() / STEP.as_millis()) as usize).clamp(1, actors.len());
         let per_batch = actors.len().div_ceil(batches);
-        let mut tick = tokio::time::interval((spread / batches as u32).max(Duration::from_millis(1)));
+        let mut tick =
+            tokio::time::interval((spread / batches as u32).max(Duration::from_millis(1)));
         for batch in actors.chunks(per_batch) {
             tick.tick().await;
             for actor in batch {
