@@ -25,6 +25,7 @@ pub mod cli;
 pub mod config;
 pub mod event;
 pub mod http;
+pub mod loadgen;
 pub mod metrics;
 pub mod registry;
 pub mod server;

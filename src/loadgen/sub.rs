@@ -256,8 +256,16 @@ pub async fn run_stream(
                     permit.take();
                 }
                 shared.up.fetch_add(1, Relaxed);
-                let end = read_body(stream, &head, &rest, &mut parser, &mut tracker, &plan, &shared)
-                    .await;
+                let end = read_body(
+                    stream,
+                    &head,
+                    &rest,
+                    &mut parser,
+                    &mut tracker,
+                    &plan,
+                    &shared,
+                )
+                .await;
                 shared.up.fetch_sub(1, Relaxed);
                 if !plan.reconnect {
                     shared.ended.fetch_add(1, Relaxed);

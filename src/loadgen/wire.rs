@@ -267,19 +267,15 @@ impl SseParser {
                 self.data.push_str(&String::from_utf8_lossy(value));
                 self.data.push('\n');
             }
-            b"id" => {
-                if !value.contains(&0) {
-                    self.id_buffer.clear();
-                    self.id_buffer.push_str(&String::from_utf8_lossy(value));
-                }
+            b"id" if !value.contains(&0) => {
+                self.id_buffer.clear();
+                self.id_buffer.push_str(&String::from_utf8_lossy(value));
             }
-            b"retry" => {
-                if !value.is_empty() && value.iter().all(u8::is_ascii_digit) {
-                    self.retry = std::str::from_utf8(value)
-                        .ok()
-                        .and_then(|v| v.parse().ok())
-                        .or(self.retry);
-                }
+            b"retry" if !value.is_empty() && value.iter().all(u8::is_ascii_digit) => {
+                self.retry = std::str::from_utf8(value)
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .or(self.retry);
             }
             _ => {}
         }
@@ -380,10 +376,22 @@ mod tests {
     #[test]
     fn line_endings_cr_lf_crlf() {
         let expected = vec![ev("message", "a\nb", "1"), ev("message", "c", "1")];
-        assert_eq!(all_splits(b"id: 1\r\ndata: a\r\ndata: b\r\n\r\ndata: c\r\n\r\n"), expected);
-        assert_eq!(all_splits(b"id: 1\rdata: a\rdata: b\r\rdata: c\r\r"), expected);
-        assert_eq!(all_splits(b"id: 1\ndata: a\ndata: b\n\ndata: c\n\n"), expected);
-        assert_eq!(all_splits(b"id: 1\r\ndata: a\rdata: b\n\rdata: c\n\r\n"), expected);
+        assert_eq!(
+            all_splits(b"id: 1\r\ndata: a\r\ndata: b\r\n\r\ndata: c\r\n\r\n"),
+            expected
+        );
+        assert_eq!(
+            all_splits(b"id: 1\rdata: a\rdata: b\r\rdata: c\r\r"),
+            expected
+        );
+        assert_eq!(
+            all_splits(b"id: 1\ndata: a\ndata: b\n\ndata: c\n\n"),
+            expected
+        );
+        assert_eq!(
+            all_splits(b"id: 1\r\ndata: a\rdata: b\n\rdata: c\n\r\n"),
+            expected
+        );
     }
 
     #[test]
@@ -394,10 +402,7 @@ mod tests {
             vec![ev("message", "x\n y", "")]
         );
         // A field without a colon has an empty value: `data` adds an empty line.
-        assert_eq!(
-            all_splits(b"data\ndata\n\n"),
-            vec![ev("message", "\n", "")]
-        );
+        assert_eq!(all_splits(b"data\ndata\n\n"), vec![ev("message", "\n", "")]);
         // `event` names the type for this event only.
         assert_eq!(
             all_splits(b"event: reset\ndata: {}\n\ndata: z\n\n"),
@@ -438,7 +443,9 @@ mod tests {
         let (_, p) = parse_in_pieces(&[b"retry: 50\nid: 9\n\n"]);
         let mut next = SseParser::resume(&p);
         let mut got = Vec::new();
-        next.feed(b"data: y\n\n", &mut |e| got.push(e.last_event_id.to_owned()));
+        next.feed(b"data: y\n\n", &mut |e| {
+            got.push(e.last_event_id.to_owned())
+        });
         assert_eq!(got, vec!["9"]);
         assert_eq!(next.retry, Some(50));
     }
@@ -468,7 +475,7 @@ mod tests {
 
     #[test]
     fn chunked_streaming_not_done() {
-        let (out, done) = decode_in_pieces(&[b"e\r\nretry: 1234\n\n\r\n", b"6\r\nid: 1\n"]);
+        let (out, done) = decode_in_pieces(&[b"d\r\nretry: 1234\n\n\r\n", b"6\r\nid: 1\n"]);
         assert_eq!(out.unwrap(), b"retry: 1234\n\nid: 1\n");
         assert!(!done);
         let (out, done) = decode_in_pieces(&[b"0\r\n\r\n"]);
@@ -496,7 +503,7 @@ mod tests {
     #[test]
     fn chunked_then_sse() {
         // The server's real framing: chunks cut through SSE lines.
-        let body = b"e\r\nretry: 1500\n\n\r\n4\r\nid: \r\n3\r\n7\n\n\r\n";
+        let body = b"d\r\nretry: 1500\n\n\r\n4\r\nid: \r\n3\r\n7\n\n\r\n";
         let (out, _) = decode_in_pieces(&[body]);
         let (events, p) = parse_in_pieces(&[&out.unwrap()]);
         assert!(events.is_empty());
