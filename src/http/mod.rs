@@ -19,6 +19,7 @@ use actix_web::{http::header, web, HttpRequest, HttpResponse};
 use metrics_exporter_prometheus::PrometheusHandle;
 
 pub use error::ApiError;
+pub use publish::PublishRequest;
 pub use socket::SocketHandle;
 pub use subscribe::ConnectionSlots;
 

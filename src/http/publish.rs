@@ -66,19 +66,11 @@ pub(super) async fn publish(
         raw.extend_from_slice(&chunk);
     }
 
-    let parsed: PublishBody<'_> = serde_json::from_slice(&raw)
-        .map_err(|e| ApiError::BadRequest(format!("invalid publish body: {e}")))?;
-    let (users, batch) = users(&parsed, limits.max_batch_users)?;
-    let notification = parsed.notification.get();
-    if notification.len() > limits.max_notification_bytes {
-        return Err(ApiError::PayloadTooLarge(format!(
-            "notification is larger than {} bytes",
-            limits.max_notification_bytes
-        )));
-    }
-    serde_json::from_str::<NotificationShape>(notification)
-        .map_err(|e| ApiError::BadRequest(format!("invalid notification: {e}")))?;
-    let payload = Payload::from_raw(parsed.notification);
+    let PublishRequest {
+        users,
+        batch,
+        payload,
+    } = PublishRequest::parse(&raw, limits.max_notification_bytes, limits.max_batch_users)?;
 
     let ids = state
         .bus
@@ -104,6 +96,43 @@ pub(super) async fn publish(
         json!({ "id": ids[0].to_string() })
     };
     Ok(HttpResponse::Accepted().json(answer))
+}
+
+/// A publish body, fully validated: nothing is published unless all of it is.
+#[derive(Debug)]
+pub struct PublishRequest {
+    /// The target users, valid and without repeats, in the order given.
+    pub users: Vec<UserId>,
+    /// Whether the body used `userIds` (answered with `ids`).
+    pub batch: bool,
+    /// The notification, as one line of JSON.
+    pub payload: Payload,
+}
+
+impl PublishRequest {
+    /// Parses and checks a publish body (the fuzzing target of this edge).
+    pub fn parse(
+        raw: &[u8],
+        max_notification_bytes: usize,
+        max_batch_users: usize,
+    ) -> Result<Self, ApiError> {
+        let parsed: PublishBody<'_> = serde_json::from_slice(raw)
+            .map_err(|e| ApiError::BadRequest(format!("invalid publish body: {e}")))?;
+        let (users, batch) = users(&parsed, max_batch_users)?;
+        let notification = parsed.notification.get();
+        if notification.len() > max_notification_bytes {
+            return Err(ApiError::PayloadTooLarge(format!(
+                "notification is larger than {max_notification_bytes} bytes"
+            )));
+        }
+        serde_json::from_str::<NotificationShape>(notification)
+            .map_err(|e| ApiError::BadRequest(format!("invalid notification: {e}")))?;
+        Ok(Self {
+            users,
+            batch,
+            payload: Payload::from_raw(parsed.notification),
+        })
+    }
 }
 
 /// The target users, valid and without repeats; whether it is a batch.
