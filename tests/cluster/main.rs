@@ -1,0 +1,23 @@
+//! Clustering tests (issue 3, CONTRACT.md §2 "NATS"): real `nats-server`
+//! processes (`NATS_SERVER_BIN`, a 3-server JetStream cluster from
+//! `cluster/nats-node.conf` unless a test needs a single server) and several
+//! `campusbite-notify serve` nodes per test, on free loopback ports. Every
+//! test starts its own servers, so they run in parallel.
+//!
+//! Fault tests print their measurements (`[test] ...` lines): run with
+//! `--nocapture` (or `cargo nextest run --test cluster --no-capture`) to
+//! see them.
+
+#[allow(dead_code)]
+#[path = "../api/helpers.rs"]
+mod helpers;
+mod support;
+
+mod config;
+mod cross_node;
+mod isolation;
+mod nats_kill;
+mod nats_outage;
+mod node_kill;
+mod offline;
+mod rolling;

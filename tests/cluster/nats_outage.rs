@@ -1,0 +1,172 @@
+//! NATS fully down, then back on the same port and store: readiness flips
+//! to 503 and back by itself, new subscribers are refused meanwhile, and
+//! clients resume with nothing lost from before, during or after.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use crate::helpers::{assert_error, http_client, SseStream};
+use crate::support::{
+    live, new_secret, note_n, publisher_token, report, start_node, tail, try_publish, user_token,
+    wait_status, Audit, Follower, NatsServer, TempDir,
+};
+
+const TEST: &str = "nats_outage";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_down_and_back_flips_readiness_and_loses_nothing() {
+    let dir = TempDir::new("outage");
+    let mut server = NatsServer::single("s1", dir.path());
+    server.wait_js_ready(false, Duration::from_secs(20)).await;
+    let secret = new_secret();
+    let node = start_node(&secret, &server.url(), 1, &[]).await;
+    let client = http_client();
+    let publisher = publisher_token(&secret);
+    let mut acked = BTreeMap::new();
+
+    // One client stays connected throughout; another leaves early.
+    let steady = Follower::start(live(&[&node.base]), &node.base, user_token(&secret, "u1"));
+    steady.wait_connected(Duration::from_secs(10)).await;
+    let mut early = node.subscribe("u1").await;
+    for n in 1..=5 {
+        let id = try_publish(&client, &node.base, &publisher, "u1", n, None)
+            .await
+            .unwrap();
+        acked.insert(id, n);
+    }
+    let first: Vec<u64> = acked.keys().copied().collect();
+    assert_eq!(early.message_ids(2).await, first[..2].to_vec());
+    let cursor = first[1];
+    drop(early);
+    assert!(
+        steady.wait_ids(&first, Duration::from_secs(10)).await,
+        "before the outage"
+    );
+
+    // Down.
+    let down_at = Instant::now();
+    server.kill9();
+    let to_503 = wait_status(&node.base, "/readyz", 503, Duration::from_secs(15))
+        .await
+        .expect("/readyz turns 503 while NATS is down");
+    let refused = node
+        .subscribe_request(&node.user_token("u2"))
+        .send()
+        .await
+        .unwrap();
+    assert_error(refused, 503, "bus_unavailable").await;
+
+    // A producer publishing during the outage retries with one
+    // Idempotency-Key until it gets 202.
+    let (base, token) = (node.base.clone(), publisher.clone());
+    let during = tokio::spawn(async move {
+        let client = http_client();
+        let t0 = Instant::now();
+        let mut answers = Vec::new();
+        loop {
+            match try_publish(&client, &base, &token, "u1", 6, Some("outage-publish-6")).await {
+                Ok(id) => return (id, answers, t0.elapsed()),
+                Err(e) => answers.push(e),
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(40),
+                "publish never accepted: {answers:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    // Still down while that publish is in flight.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        crate::support::status_of(&node.base, "/readyz").await,
+        Some(503)
+    );
+    let outage = down_at.elapsed();
+
+    // Back, same port and store.
+    let up_at = Instant::now();
+    server.start();
+    server.wait_js_ready(false, Duration::from_secs(20)).await;
+    wait_status(&node.base, "/readyz", 200, Duration::from_secs(30))
+        .await
+        .unwrap_or_else(|| {
+            panic!(
+                "/readyz never returned to 200; stderr:\n{}",
+                tail(&node.stderr(), 30)
+            )
+        });
+    let back_after_kill = down_at.elapsed();
+    let ready_after_restart = up_at.elapsed();
+    let (id6, answers, took) = during.await.expect("outage publisher");
+    acked.insert(id6, 6);
+    for n in 7..=10 {
+        let id = try_publish(&client, &node.base, &publisher, "u1", n, None)
+            .await
+            .unwrap();
+        acked.insert(id, n);
+    }
+    let all: Vec<u64> = acked.keys().copied().collect();
+    assert_eq!(all.len(), 10);
+
+    // The client that stayed connected has everything, once.
+    let arrived = steady.wait_ids(&all, Duration::from_secs(20)).await;
+    let log = steady.stop().await;
+    let audit = Audit::of(&log.seen, &acked);
+    report(
+        TEST,
+        &format!(
+            "readyz 503 {to_503:?} after the kill; outage {outage:?}; readyz 200 {ready_after_restart:?} after the restart ({back_after_kill:?} after the kill); \
+             publish during the outage accepted after {took:?} with {} earlier answers {answers:?}; steady client: {}, SSE reconnects {}",
+            answers.len(),
+            audit.summary(),
+            log.connects.len() - 1
+        ),
+    );
+    assert!(
+        arrived && audit.clean() && audit.unacked.is_empty(),
+        "{}\nlost {:?} dup {:?} order {:?} other {:?}\nconnects {:?} breaks {:?} refusals {:?}\nnode stderr:\n{}\nNATS:\n{}",
+        audit.summary(),
+        audit.lost,
+        audit.duplicated,
+        audit.out_of_order,
+        audit.other_events,
+        log.connects,
+        log.breaks,
+        log.refusals,
+        tail(&node.stderr(), 40),
+        tail(&server.log(), 20)
+    );
+
+    // The client that left before the outage resumes from its cursor.
+    let req = node
+        .subscribe_request(&node.user_token("u1"))
+        .header("Last-Event-ID", cursor.to_string());
+    let mut resumed = node.subscribe_with(req).await;
+    let after: Vec<(u64, usize)> = acked.range(cursor + 1..).map(|(&id, &n)| (id, n)).collect();
+    assert_eq!(
+        read(&mut resumed, after.len()).await,
+        after,
+        "resume after the outage"
+    );
+
+    // The file store kept everything across the restart.
+    let req = node
+        .subscribe_request(&node.user_token("u1"))
+        .query(&[("lastEventId", "0")]);
+    let mut replay = node.subscribe_with(req).await;
+    let everything: Vec<(u64, usize)> = acked.iter().map(|(&id, &n)| (id, n)).collect();
+    assert_eq!(
+        read(&mut replay, 10).await,
+        everything,
+        "full history after the restart"
+    );
+}
+
+async fn read(stream: &mut SseStream, n: usize) -> Vec<(u64, usize)> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let (id, data) = stream.next_message().await;
+        out.push((id, note_n(&data).unwrap_or(0)));
+    }
+    out
+}
