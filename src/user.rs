@@ -25,6 +25,11 @@ use crate::registry::Registry;
 use crate::sse;
 use crate::user_id::UserId;
 
+/// History reads tried before a user's streams are ended instead.
+const CATCH_UP_ATTEMPTS: u32 = 8;
+/// Pause between two of them (a stream-leader election takes ~4–8 s).
+const CATCH_UP_RETRY: Duration = Duration::from_secs(1);
+
 /// Per-stream policy shared by all actors.
 #[derive(Debug, Clone)]
 pub struct StreamPolicy {
@@ -148,10 +153,13 @@ impl UserActor {
 
     /// Reads history after `delivered` and fans it out (a gap, or a bus
     /// reconnect), then `pending`, the live event that revealed the gap, in
-    /// case the replica that answered has not stored it yet. If history
-    /// cannot be read, the streams are ended instead of skipping the gap:
-    /// browsers reconnect and resume from their own last id.
-    fn catch_up(&mut self, ctx: &mut Context<Self>, pending: Option<Event>) {
+    /// case the replica that answered has not stored it yet.
+    ///
+    /// Live notifications wait in the mailbox meanwhile, retries included
+    /// (a stream-leader election takes a few seconds), so nothing is skipped.
+    /// If history stays unreadable, the streams are ended instead of skipping
+    /// the gap: browsers reconnect and resume from their own last id.
+    fn catch_up(&mut self, ctx: &mut Context<Self>, pending: Option<Event>, attempt: u32) {
         let history = self.bus.history(self.user.clone(), self.delivered);
         ctx.wait(history.into_actor(self).map(move |result, actor, ctx| match result {
             Ok(history) => {
@@ -160,6 +168,13 @@ impl UserActor {
                         actor.fan_out(event);
                     }
                 }
+            }
+            Err(e) if attempt < CATCH_UP_ATTEMPTS => {
+                tracing::debug!(error = %e, attempt, "history read for catch-up failed; retrying");
+                let pause = tokio::time::sleep(CATCH_UP_RETRY);
+                ctx.wait(pause.into_actor(actor).map(move |(), actor, ctx| {
+                    actor.catch_up(ctx, pending, attempt + 1);
+                }));
             }
             Err(e) => {
                 tracing::warn!(error = %e, "history read for catch-up failed; ending this user's streams");
@@ -375,12 +390,12 @@ impl Handler<BusMessage> for UserActor {
                 if event.previous.is_some_and(|p| p > self.delivered) {
                     // A live notification went missing: fetch from history
                     // (which includes this one) before anything later.
-                    self.catch_up(ctx, Some(event));
+                    self.catch_up(ctx, Some(event), 1);
                 } else {
                     self.fan_out(&event);
                 }
             }
-            BusMessage::Resync => self.catch_up(ctx, None),
+            BusMessage::Resync => self.catch_up(ctx, None, 1),
         }
     }
 }

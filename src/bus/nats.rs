@@ -36,6 +36,8 @@ use crate::user_id::UserId;
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 /// How long the HTTP publish path keeps retrying an unacked publish.
 const PUBLISH_DEADLINE: Duration = Duration::from_secs(20);
+/// How long one JetStream publish waits for its ack before it is retried.
+const PUBLISH_ACK_TIMEOUT: Duration = Duration::from_secs(2);
 /// Publishes of one batch in flight at once.
 const PUBLISH_CONCURRENCY: usize = 256;
 /// Longest wait for NATS to confirm a new subscription.
@@ -158,7 +160,11 @@ impl NatsBus {
             .connect(settings.urls.clone())
             .await
             .map_err(|e| ConfigError::new("NOTIFY_NATS_URL", e.to_string()))?;
-        let jetstream = jetstream::new(client.clone());
+        // A short ack timeout: an ack lost with a failed server is retried
+        // (deduplicated by Nats-Msg-Id) instead of waited for.
+        let jetstream = jetstream::ContextBuilder::new()
+            .timeout(PUBLISH_ACK_TIMEOUT)
+            .build(client.clone());
         let bus = Arc::new(Self {
             settings,
             client,
