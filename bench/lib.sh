@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared by the bench/ scenarios (sourced, not run).
 #
 # Environment:
@@ -25,7 +26,7 @@ bench_cluster_dir=""
 bench_cleanup() {
   local pid
   for pid in "${bench_pids[@]:-}"; do
-    [ -n "$pid" ] && kill -KILL "$pid" 2>/dev/null || true
+    if [ -n "$pid" ]; then kill -KILL "$pid" 2>/dev/null || true; fi
   done
   if [ -n "$bench_cluster_dir" ] && [ -e "$bench_cluster_dir/pids" ]; then
     CLUSTER_DIR=$bench_cluster_dir "$bench_root/cluster/down" >/dev/null 2>&1 || true
