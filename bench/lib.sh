@@ -118,6 +118,8 @@ error_log $dir/error.log warn;
 events { worker_connections 20000; }
 http {
   access_log off;
+  # Publishers keep their connections (the load generator's pool does).
+  keepalive_requests 1000000;
   client_body_temp_path $dir/tmp/body;
   proxy_temp_path $dir/tmp/proxy;
   fastcgi_temp_path $dir/tmp/fastcgi;

@@ -101,6 +101,8 @@ pub struct ResponseHead {
     pub status: u16,
     pub framing: Framing,
     pub content_type: String,
+    /// The server will close the connection after this response.
+    pub close: bool,
     /// Bytes of the head including the blank line.
     pub len: usize,
 }
@@ -122,6 +124,7 @@ pub fn parse_head(buf: &[u8]) -> Option<Result<ResponseHead, String>> {
     };
     let mut framing = Framing::UntilClose;
     let mut content_type = String::new();
+    let mut close = version == "HTTP/1.0";
     for line in lines {
         let Some((name, value)) = line.split_once(':') else {
             continue;
@@ -140,6 +143,13 @@ pub fn parse_head(buf: &[u8]) -> Option<Result<ResponseHead, String>> {
             }
         } else if name.eq_ignore_ascii_case("content-type") {
             content_type = value.to_owned();
+        } else if name.eq_ignore_ascii_case("connection") {
+            let value = value.to_ascii_lowercase();
+            if value.contains("close") {
+                close = true;
+            } else if value.contains("keep-alive") {
+                close = false;
+            }
         }
     }
     // 1xx, 204 and 304 have no body.
@@ -150,6 +160,7 @@ pub fn parse_head(buf: &[u8]) -> Option<Result<ResponseHead, String>> {
         status,
         framing,
         content_type,
+        close,
         len: end,
     }))
 }
@@ -176,13 +187,21 @@ pub async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<Resp
     }
 }
 
+/// One answered request.
+#[derive(Debug)]
+pub struct Exchanged {
+    pub status: u16,
+    pub body: Vec<u8>,
+    /// The server closes the connection now (`Connection: close`).
+    pub close: bool,
+}
+
 /// Sends one request on a keep-alive connection and reads the whole response.
-/// Returns the status and the body.
 pub async fn exchange(
     stream: &mut TcpStream,
     request: &[u8],
     timeout: Duration,
-) -> Result<(u16, Vec<u8>), String> {
+) -> Result<Exchanged, String> {
     tokio::time::timeout(timeout, async {
         stream
             .write_all(request)
@@ -235,7 +254,11 @@ pub async fn exchange(
                     .map_err(|e| format!("read: {e}"))?;
             }
         }
-        Ok((head.status, body))
+        Ok(Exchanged {
+            status: head.status,
+            body,
+            close: head.close || head.framing == Framing::UntilClose,
+        })
     })
     .await
     .map_err(|_| format!("no response within {timeout:?}"))?
@@ -275,6 +298,12 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!((h.status, h.framing), (202, Framing::Length(12)));
+        assert!(!h.close);
+        let h =
+            parse_head(b"HTTP/1.1 201 Created\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
+                .unwrap()
+                .unwrap();
+        assert!(h.close);
         assert!(parse_head(b"HTTP/2 200\r\n\r\n").unwrap().is_err());
     }
 

@@ -287,20 +287,24 @@ async fn http_worker(schedule: &Schedule, target: &Target, token: &str, stats: &
             },
         };
         match net::exchange(stream, request.as_bytes(), Duration::from_secs(30)).await {
-            Ok((status, body)) if (200..300).contains(&status) => {
-                stats.acked.fetch_add(users, Relaxed);
-                let rtt = started.elapsed().as_micros();
-                stats
-                    .rtt_us
-                    .lock()
-                    .unwrap()
-                    .push(u32::try_from(rtt).unwrap_or(u32::MAX));
-                let _ = body;
-            }
-            Ok((status, body)) => {
-                let text = String::from_utf8_lossy(&body);
-                let text: String = text.chars().take(80).collect();
-                stats.fail(users, format!("status {status}: {text}"));
+            Ok(answer) => {
+                if (200..300).contains(&answer.status) {
+                    stats.acked.fetch_add(users, Relaxed);
+                    let rtt = started.elapsed().as_micros();
+                    stats
+                        .rtt_us
+                        .lock()
+                        .unwrap()
+                        .push(u32::try_from(rtt).unwrap_or(u32::MAX));
+                } else {
+                    let text = String::from_utf8_lossy(&answer.body);
+                    let text: String = text.chars().take(80).collect();
+                    stats.fail(users, format!("status {}: {text}", answer.status));
+                }
+                if answer.close {
+                    // e.g. nginx after `keepalive_requests`: open a new one.
+                    conn = None;
+                }
             }
             Err(e) => {
                 stats.fail(users, e);
