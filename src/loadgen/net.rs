@@ -165,6 +165,9 @@ pub fn parse_head(buf: &[u8]) -> Option<Result<ResponseHead, String>> {
     }))
 }
 
+/// The error of a connection closed before any response byte.
+pub const CLOSED_BEFORE_HEAD: &str = "connection closed before the response head";
+
 /// Reads until a full response head is in `buf`; returns it (the head's bytes
 /// stay in `buf`, followed by any body bytes already read).
 pub async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<ResponseHead, String> {
@@ -181,7 +184,11 @@ pub async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<Resp
             .await
             .map_err(|e| format!("read: {e}"))?;
         if n == 0 {
-            return Err("connection closed before the response head".into());
+            return Err(if buf.is_empty() {
+                CLOSED_BEFORE_HEAD.into()
+            } else {
+                "connection closed in the response head".into()
+            });
         }
         buf.extend_from_slice(&chunk[..n]);
     }

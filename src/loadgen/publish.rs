@@ -276,17 +276,28 @@ async fn http_worker(schedule: &Schedule, target: &Target, token: &str, stats: &
         stats.published.fetch_add(users, Relaxed);
         stats.requests.fetch_add(1, Relaxed);
         let started = Instant::now();
-        let stream = match conn.as_mut() {
-            Some(s) => s,
-            None => match net::connect(target.addr, None).await {
-                Ok(s) => conn.insert(s),
-                Err(e) => {
-                    stats.fail(users, format!("connect: {}", e.kind()));
-                    continue;
-                }
-            },
-        };
-        match net::exchange(stream, request.as_bytes(), Duration::from_secs(30)).await {
+        let mut result = Err(String::new());
+        // A kept-alive connection the server closed while idle fails before
+        // any answer: nothing was processed, so send once more on a new one.
+        for _ in 0..2 {
+            let reused = conn.is_some();
+            let stream = match conn.as_mut() {
+                Some(s) => s,
+                None => match net::connect(target.addr, None).await {
+                    Ok(s) => conn.insert(s),
+                    Err(e) => {
+                        result = Err(format!("connect: {}", e.kind()));
+                        break;
+                    }
+                },
+            };
+            result = net::exchange(stream, request.as_bytes(), Duration::from_secs(30)).await;
+            match &result {
+                Err(e) if reused && e.as_str() == net::CLOSED_BEFORE_HEAD => conn = None,
+                _ => break,
+            }
+        }
+        match result {
             Ok(answer) => {
                 if (200..300).contains(&answer.status) {
                     stats.acked.fetch_add(users, Relaxed);
