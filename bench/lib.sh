@@ -184,8 +184,35 @@ print("" if v is None else v)
 PY
 }
 
+# cpu_busy: percent of all cores busy over one second (what else runs here).
+cpu_busy() {
+  local a b
+  a=$(head -1 /proc/stat)
+  sleep 1
+  b=$(head -1 /proc/stat)
+  python3 - "$a" "$b" <<'PY'
+import sys
+a, b = ([int(x) for x in s.split()[1:]] for s in sys.argv[1:3])
+d = [y - x for x, y in zip(a, b)]
+idle = d[3] + d[4]
+print(round(100 * (1 - idle / max(1, sum(d)))))
+PY
+}
+
+# wait_quiet: with WAIT_QUIET=N, wait up to N seconds for the machine to be
+# less than 15% busy (other engineers' builds share it).
+wait_quiet() {
+  local limit=${WAIT_QUIET:-0} waited=0 busy
+  while [ "$waited" -lt "$limit" ]; do
+    busy=$(cpu_busy)
+    [ "$busy" -lt 15 ] && return 0
+    waited=$((waited + 1))
+  done
+}
+
 machine_line() {
-  echo "machine: $(nproc) cores, $(awk '/MemTotal/{printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r); load: $(cut -d' ' -f1-3 /proc/loadavg)"
+  wait_quiet
+  echo "machine: $(nproc) cores, $(awk '/MemTotal/{printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r); load: $(cut -d' ' -f1-3 /proc/loadavg); busy before start: $(cpu_busy)%"
 }
 
 # start_cluster NODES: cluster/up in a private dir; sets NODE_URLS (array),
