@@ -41,10 +41,18 @@ impl fmt::Display for EventId {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Payload(Bytes);
 
-/// A notification body that is not a single UTF-8 JSON value.
+/// Deepest nesting of arrays and objects accepted in a notification (as
+/// serde_json's own limit): deeper JSON would reach every subscriber's parser.
+pub const MAX_JSON_DEPTH: usize = 128;
+
+/// A notification body that is not acceptable JSON.
 #[derive(Debug, thiserror::Error)]
-#[error("notification is not valid JSON: {0}")]
-pub struct InvalidPayload(#[from] serde_json::Error);
+pub enum InvalidPayload {
+    #[error("notification is not valid JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("notification nests arrays/objects deeper than {MAX_JSON_DEPTH} levels")]
+    TooDeep,
+}
 
 impl Payload {
     /// Validates `raw` as one JSON value. The text is kept exactly as sent,
@@ -53,13 +61,16 @@ impl Payload {
     /// never inject SSE fields.
     pub fn from_json(raw: &[u8]) -> Result<Self, InvalidPayload> {
         let value: &RawValue = serde_json::from_slice(raw)?;
-        Ok(Self::from_raw(value))
+        Self::from_raw(value)
     }
 
     /// Wraps an already-parsed JSON value (see [`Payload::from_json`]).
-    pub fn from_raw(value: &RawValue) -> Self {
+    pub fn from_raw(value: &RawValue) -> Result<Self, InvalidPayload> {
         let text = value.get();
-        if text.bytes().any(|b| b == b'\n' || b == b'\r') {
+        if nesting_depth(text.as_bytes()) > MAX_JSON_DEPTH {
+            return Err(InvalidPayload::TooDeep);
+        }
+        Ok(if text.bytes().any(|b| b == b'\n' || b == b'\r') {
             let one_line: String = text
                 .chars()
                 .map(|c| if c == '\n' || c == '\r' { ' ' } else { c })
@@ -67,7 +78,7 @@ impl Payload {
             Self(Bytes::from(one_line))
         } else {
             Self(Bytes::copy_from_slice(text.as_bytes()))
-        }
+        })
     }
 
     /// The JSON text.
@@ -79,6 +90,33 @@ impl Payload {
     pub fn bytes(&self) -> Bytes {
         self.0.clone()
     }
+}
+
+/// The deepest nesting of `[`/`{` in valid JSON text, without allocating
+/// (serde_json does not limit depth when it skips a value it keeps raw).
+fn nesting_depth(json: &[u8]) -> usize {
+    let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for &b in json {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
 }
 
 /// One stored notification, as the bus hands it to a user's actor.
@@ -148,6 +186,22 @@ mod tests {
         let a: serde_json::Value = serde_json::from_slice(payload.as_bytes()).unwrap();
         let b: serde_json::Value = serde_json::from_str(raw).unwrap();
         assert_eq!(a, b);
+    }
+
+    #[test]
+    fn payload_refuses_json_nested_deeper_than_the_limit() {
+        let nested = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+        assert!(Payload::from_json(
+            format!(r#"{{"a":{}}}"#, nested(MAX_JSON_DEPTH - 1)).as_bytes()
+        )
+        .is_ok());
+        assert!(matches!(
+            Payload::from_json(format!(r#"{{"a":{}}}"#, nested(MAX_JSON_DEPTH)).as_bytes()),
+            Err(InvalidPayload::TooDeep)
+        ));
+        // Brackets inside strings do not count.
+        let text = format!(r#"{{"a":"{}\"{}"}}"#, "[".repeat(500), "{".repeat(500));
+        assert!(Payload::from_json(text.as_bytes()).is_ok());
     }
 
     #[test]

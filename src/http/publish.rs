@@ -130,7 +130,8 @@ impl PublishRequest {
         Ok(Self {
             users,
             batch,
-            payload: Payload::from_raw(parsed.notification),
+            payload: Payload::from_raw(parsed.notification)
+                .map_err(|e| ApiError::BadRequest(e.to_string()))?,
         })
     }
 }

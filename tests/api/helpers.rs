@@ -179,12 +179,18 @@ pub struct RawProcess {
     pub child: Child,
     pub stderr: Arc<Mutex<Vec<u8>>>,
     pub stdout: Arc<Mutex<Vec<u8>>>,
+    readers: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl RawProcess {
     /// Waits (at most `limit`) for the process to exit; `None` if it did not.
+    /// Once it has exited, everything it wrote is in `stdout`/`stderr`.
     pub async fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
-        wait_exit(&mut self.child, limit).await
+        let status = wait_exit(&mut self.child, limit).await?;
+        for reader in self.readers.drain(..) {
+            let _ = reader.join();
+        }
+        Some(status)
     }
 
     /// Everything the process wrote to stderr so far.
@@ -213,7 +219,10 @@ async fn wait_exit(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
     }
 }
 
-fn capture(mut from: impl Read + Send + 'static, into: Arc<Mutex<Vec<u8>>>) {
+fn capture(
+    mut from: impl Read + Send + 'static,
+    into: Arc<Mutex<Vec<u8>>>,
+) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let mut buf = [0u8; 8192];
         loop {
@@ -222,7 +231,7 @@ fn capture(mut from: impl Read + Send + 'static, into: Arc<Mutex<Vec<u8>>>) {
                 Ok(n) => into.lock().unwrap().extend_from_slice(&buf[..n]),
             }
         }
-    });
+    })
 }
 
 fn base_command(envs: &[(&str, &str)]) -> Command {
@@ -250,12 +259,15 @@ pub fn spawn_process(envs: &[(&str, &str)]) -> RawProcess {
     let mut child = base_command(envs).spawn().expect("start the server binary");
     let stderr = Arc::new(Mutex::new(Vec::new()));
     let stdout = Arc::new(Mutex::new(Vec::new()));
-    capture(child.stderr.take().unwrap(), stderr.clone());
-    capture(child.stdout.take().unwrap(), stdout.clone());
+    let readers = vec![
+        capture(child.stderr.take().unwrap(), stderr.clone()),
+        capture(child.stdout.take().unwrap(), stdout.clone()),
+    ];
     RawProcess {
         child,
         stderr,
         stdout,
+        readers,
     }
 }
 
