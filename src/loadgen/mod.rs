@@ -273,6 +273,7 @@ async fn run_async(args: LoadgenArgs) -> Result<Value, String> {
     });
     let shared = Arc::new(Shared::new());
     let self_before = stats::sample("self");
+    let machine_before = stats::machine_busy_us();
     let before = Samples::take(&args.server_pids);
 
     // 1. Streams.
@@ -414,6 +415,7 @@ async fn run_async(args: LoadgenArgs) -> Result<Value, String> {
     }
     let finished = Samples::take(&args.server_pids);
     let self_after = stats::sample("self");
+    let machine_after = stats::machine_busy_us();
     for t in &tasks {
         t.abort();
     }
@@ -467,13 +469,28 @@ async fn run_async(args: LoadgenArgs) -> Result<Value, String> {
             "fail_reasons": *p.fail_reasons.lock().unwrap(),
         })
     });
+    let wall = t0.elapsed().as_secs_f64();
+    let loadgen_cpu_us = self_before
+        .zip(self_after)
+        .map(|(b, a)| a.cpu_us - b.cpu_us);
     let loadgen_cpu = self_before.zip(self_after).map(|(b, a)| {
-        let wall = t0.elapsed().as_secs_f64();
         json!({
             "cpu_ms": (a.cpu_us - b.cpu_us) / 1000,
             "cpu_pct_of_run": round((a.cpu_us - b.cpu_us) as f64 / 1e4 / wall, 1),
             "rss_mb": round(a.rss as f64 / 1048576.0, 1),
         })
+    });
+    // What everything else on the machine used meanwhile (other engineers'
+    // builds): busy CPU of all cores minus the server(s) and this process,
+    // in % of one core over the run.
+    let others_cpu_pct = machine_before.zip(machine_after).map(|(b, a)| {
+        let servers = finished
+            .cpu_us()
+            .zip(before.cpu_us())
+            .map_or(0, |(f, b)| f - b);
+        let own = loadgen_cpu_us.unwrap_or(0);
+        let others = (a - b).saturating_sub(servers + own);
+        round(others as f64 / 1e4 / wall, 1)
     });
     Ok(json!({
         "label": args.label,
@@ -516,6 +533,10 @@ async fn run_async(args: LoadgenArgs) -> Result<Value, String> {
         })),
         "server": server,
         "loadgen": loadgen_cpu,
+        "machine": {
+            "seconds": round(wall, 2),
+            "others_cpu_pct": others_cpu_pct,
+        },
     }))
 }
 

@@ -38,6 +38,19 @@ pub fn sample(pid: &str) -> Option<ProcSample> {
     })
 }
 
+/// Busy CPU time of the whole machine (all cores) from `/proc/stat`, in µs.
+pub fn machine_busy_us() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().next()?.strip_prefix("cpu ")?;
+    let fields: Vec<u64> = line
+        .split_whitespace()
+        .map(|f| f.parse().unwrap_or(0))
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest is inside user).
+    let busy: u64 = fields.iter().take(8).sum::<u64>() - fields.get(3)? - fields.get(4)?;
+    Some(busy * 1_000_000 / CLOCK_TICKS)
+}
+
 /// Samples of every watched server process.
 #[derive(Debug, Clone, Default)]
 pub struct Samples(pub Vec<Option<ProcSample>>);
@@ -103,5 +116,6 @@ mod tests {
     fn self_sample() {
         let s = sample("self").unwrap();
         assert!(s.rss > 0);
+        assert!(machine_busy_us().is_some());
     }
 }
