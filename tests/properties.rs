@@ -306,6 +306,44 @@ proptest! {
     }
 }
 
+/// JSON nested exactly `depth` levels (arrays and objects mixed), with
+/// strings full of brackets, quotes and backslashes at every level.
+fn nested_json() -> impl Strategy<Value = (usize, String)> {
+    (1usize..=200)
+        .prop_flat_map(|depth| {
+            (
+                Just(depth),
+                prop::collection::vec((any::<bool>(), nasty_string()), depth),
+            )
+        })
+        .prop_map(|(depth, levels)| {
+            let mut text = String::from("0");
+            for (is_array, s) in levels.iter().rev() {
+                let s = serde_json::to_string(&format!("[{{{s}\\")).unwrap();
+                text = if *is_array {
+                    format!("[{s},{text}]")
+                } else {
+                    format!("{{{s}:{text}}}")
+                };
+            }
+            (depth, text)
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn payloads_nested_up_to_128_levels_are_accepted_and_deeper_ones_refused(
+        (depth, text) in nested_json()
+    ) {
+        let accepted = Payload::from_json(text.as_bytes()).is_ok();
+        prop_assert_eq!(accepted, depth <= 128, "depth {}", depth);
+        // The same line as serde_json's own recursion limit.
+        prop_assert_eq!(accepted, serde_json::from_str::<Value>(&text).is_ok());
+    }
+}
+
 // ---------------------------------------------------------------------------
 // (b) User ids
 // ---------------------------------------------------------------------------
