@@ -128,6 +128,10 @@ http {
   # The same job as the gateway: a channel per user, 100 messages kept 24 h.
   nchan_message_buffer_length 100;
   nchan_message_timeout 24h;
+  # Messages live in shared memory (default 128 MB); with 24 h retention a
+  # benchmark's hundreds of thousands of messages fill it and nchan answers
+  # 500. The gateway's history is bounded by bytes and evicts the oldest.
+  nchan_shared_memory_size 2048M;
   server {
     listen 127.0.0.1:$port backlog=4096;
     location ~ ^/sub/([^/]+)$ {
