@@ -20,4 +20,5 @@ mod nats_kill;
 mod nats_outage;
 mod node_kill;
 mod offline;
+mod partition;
 mod rolling;
