@@ -41,9 +41,10 @@ impl fmt::Display for EventId {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Payload(Bytes);
 
-/// Deepest nesting of arrays and objects accepted in a notification (as
-/// serde_json's own limit): deeper JSON would reach every subscriber's parser.
-pub const MAX_JSON_DEPTH: usize = 128;
+/// Deepest nesting of arrays and objects accepted in a notification: the
+/// same line as serde_json's own recursion limit (it parses 127 levels, not
+/// 128). Deeper JSON would reach every subscriber's parser.
+pub const MAX_JSON_DEPTH: usize = 127;
 
 /// A notification body that is not acceptable JSON.
 #[derive(Debug, thiserror::Error)]
