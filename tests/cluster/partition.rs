@@ -160,16 +160,10 @@ async fn a_node_cut_off_from_nats_catches_its_clients_up_when_the_link_heals() {
             log.connects.len() - 1
         ),
     );
-    assert!(
-        arrived && audit.clean() && audit.unacked.is_empty(),
-        "{}\nlost {:?} dup {:?} order {:?}\nconnects {:?} breaks {:?}\nnode stderr:\n{}",
-        audit.summary(),
-        audit.lost,
-        audit.duplicated,
-        audit.out_of_order,
-        log.connects,
-        log.breaks,
-        tail(&cut_node.stderr(), 40)
+    audit.assert_delivered_once(
+        arrived,
+        &log,
+        &format!("node stderr:\n{}", tail(&cut_node.stderr(), 40)),
     );
     assert_eq!(
         log.connects.len(),

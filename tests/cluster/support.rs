@@ -1061,6 +1061,23 @@ pub struct Audit {
 }
 
 impl Audit {
+    /// Fails the test unless everything acked arrived exactly once, in
+    /// order, and nothing unacked arrived; `context` (logs) is appended.
+    pub fn assert_delivered_once(&self, arrived: bool, log: &FollowLog, context: &str) {
+        assert!(
+            arrived && self.clean() && self.unacked.is_empty(),
+            "{}\nlost {:?}\nduplicated {:?}\nout of order {:?}\nother {:?}\nconnects {:?}\nbreaks {:?}\nrefusals {:?}\n{context}",
+            self.summary(),
+            self.lost,
+            self.duplicated,
+            self.out_of_order,
+            self.other_events,
+            log.connects,
+            log.breaks,
+            log.refusals,
+        );
+    }
+
     /// `acked`: id → the `n` of the notification acked with it.
     pub fn of(seen: &[Seen], acked: &BTreeMap<u64, usize>) -> Audit {
         let mut audit = Audit {
