@@ -82,18 +82,27 @@ pub fn b64url(bytes: &[u8]) -> String {
 }
 
 /// Polls `check` until it returns `Some`, or panics with `what` after `DEADLINE`.
-pub async fn wait_until<T, F, Fut>(what: &str, mut check: F) -> T
+pub async fn wait_until<T, F, Fut>(what: &str, check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let deadline = Instant::now() + DEADLINE;
+    wait_for(what, DEADLINE, check).await
+}
+
+/// Polls `check` every 25 ms until it returns `Some`, or panics after `limit`.
+pub async fn wait_for<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
     loop {
         if let Some(v) = check().await {
             return v;
         }
         if Instant::now() > deadline {
-            panic!("timed out after {DEADLINE:?} waiting for: {what}");
+            panic!("timed out after {limit:?} waiting for: {what}");
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }

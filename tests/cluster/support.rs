@@ -33,23 +33,7 @@ pub const USER_SUBJECT: &str = "campusbite.notify.user";
 // Small utilities
 // ---------------------------------------------------------------------------
 
-/// Polls `check` every 25 ms until it returns `Some`, or panics after `limit`.
-pub async fn wait_for<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        if Instant::now() > deadline {
-            panic!("timed out after {limit:?} waiting for: {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
+pub use crate::helpers::wait_for;
 
 /// Free loopback ports, taken below the kernel's ephemeral range so that
 /// no outgoing connection of any test can occupy one of them while a NATS

@@ -15,18 +15,7 @@ use crate::raw;
 const AUTH_FAILURES: &str = "notify_auth_failures_total";
 
 /// Every `reason` label the server declares.
-const REASONS: &[&str] = &[
-    "missing",
-    "malformed",
-    "expired",
-    "not_yet_valid",
-    "bad_signature",
-    "wrong_algorithm",
-    "wrong_issuer_or_audience",
-    "missing_claim",
-    "invalid_subject",
-    "missing_scope",
-];
+const REASONS: &[&str] = campusbite_notify::auth::AuthError::REASONS;
 
 /// The auth-failure counter of every reason.
 async fn failures_by_reason(app: &TestApp) -> Vec<(&'static str, f64)> {
