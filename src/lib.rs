@@ -15,7 +15,8 @@
 //!   the SSE frame encoded once ([`sse`]).
 //! - [`user`] — one actor per online user: fans each frame out to the user's
 //!   streams, replays history for resuming streams, repairs gaps,
-//!   disconnects clients that cannot keep up.
+//!   disconnects clients that cannot keep up. Each stream's HTTP body reads
+//!   its frames from a small bounded [`frame_queue`].
 //! - [`shutdown`] drains on SIGTERM; [`metrics`] declares every series;
 //!   [`config`] every setting; [`cli`] the tools (`token`, `publish`).
 
@@ -24,6 +25,7 @@ pub mod bus;
 pub mod cli;
 pub mod config;
 pub mod event;
+pub mod frame_queue;
 pub mod http;
 pub mod loadgen;
 pub mod metrics;

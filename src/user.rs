@@ -15,10 +15,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use actix::prelude::*;
 use bytes::{Bytes, BytesMut};
-use tokio::sync::mpsc::{self, error::TrySendError};
 
 use crate::bus::{Bus, BusMessage, History, Subscription};
 use crate::event::{Event, EventId};
+use crate::frame_queue::{FrameSender, OfferError};
 use crate::http::SocketHandle;
 use crate::metrics::{metrics, DropReason};
 use crate::registry::Registry;
@@ -48,7 +48,7 @@ pub struct Join {
     /// Node-unique id of the stream, used by [`Leave`].
     pub sink_id: u64,
     /// Where this stream's frames go; the HTTP body reads the other end.
-    pub tx: mpsc::Sender<Bytes>,
+    pub tx: FrameSender,
     /// The client's last event id, if it is resuming.
     pub resume_after: Option<EventId>,
     /// The token's `exp` (unix seconds): the stream ends then.
@@ -80,10 +80,11 @@ pub enum JoinError {
 
 struct Sink {
     id: u64,
-    tx: mpsc::Sender<Bytes>,
+    tx: FrameSender,
     /// The last notification id this sink has been given.
     cursor: EventId,
-    timers: [SpawnHandle; 2],
+    /// The token-expiry warning, then the stream's end.
+    timer: SpawnHandle,
     socket: Option<SocketHandle>,
 }
 
@@ -254,11 +255,11 @@ impl UserActor {
     }
 }
 
-fn offer(tx: &mpsc::Sender<Bytes>, frame: Bytes) -> Outcome {
-    match tx.try_send(frame) {
+fn offer(tx: &FrameSender, frame: Bytes) -> Outcome {
+    match tx.offer(frame) {
         Ok(()) => Outcome::Sent,
-        Err(TrySendError::Full(_)) => Outcome::Full,
-        Err(TrySendError::Closed(_)) => Outcome::Gone,
+        Err(OfferError::Full) => Outcome::Full,
+        Err(OfferError::Closed) => Outcome::Gone,
     }
 }
 
@@ -337,23 +338,27 @@ impl Handler<Join> for UserActor {
             return Ok(());
         }
         let sink_id = join.sink_id;
-        let expires_in = until(join.expires_at);
-        let warn_in = expires_in.saturating_sub(self.policy.expiry_warning);
         let expires_at = join.expires_at;
-        let warn = ctx.run_later(warn_in, move |actor, _| {
-            if let Some(sink) = actor.sinks.iter().find(|s| s.id == sink_id) {
-                let _ = sink.tx.try_send(sse::token_expiring(expires_at));
-            }
+        let warn_in = until(expires_at).saturating_sub(self.policy.expiry_warning);
+        // One timer per stream at a time (each costs memory on every idle
+        // stream): the warning, which then arms the end.
+        let timer = ctx.run_later(warn_in, move |actor, ctx| {
+            let Some(sink) = actor.sinks.iter_mut().find(|s| s.id == sink_id) else {
+                return;
+            };
+            let _ = sink.tx.offer(sse::token_expiring(expires_at));
+            sink.timer = ctx.run_later(until(expires_at), move |actor, ctx| {
+                actor.close_sinks(&[sink_id]);
+                actor.stop_if_idle(ctx);
+            });
         });
-        let expire = ctx.run_later(expires_in, move |actor, ctx| {
-            actor.close_sinks(&[sink_id]);
-            actor.stop_if_idle(ctx);
-        });
+        // Most users have one tab: do not reserve room for four.
+        self.sinks.reserve_exact(1);
         self.sinks.push(Sink {
             id: sink_id,
             tx: join.tx,
             cursor: start,
-            timers: [warn, expire],
+            timer,
             socket: join.socket,
         });
         metrics().connections_total.increment(1);
@@ -370,9 +375,7 @@ impl Handler<Leave> for UserActor {
     fn handle(&mut self, leave: Leave, ctx: &mut Context<Self>) {
         if let Some(at) = self.sinks.iter().position(|s| s.id == leave.sink_id) {
             let sink = self.sinks.swap_remove(at);
-            for timer in sink.timers {
-                ctx.cancel_future(timer);
-            }
+            ctx.cancel_future(sink.timer);
         }
         self.stop_if_idle(ctx);
     }

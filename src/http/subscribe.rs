@@ -12,10 +12,10 @@ use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::Bytes;
 use serde::Deserialize;
-use tokio::sync::mpsc;
 
 use super::{bearer, ApiError, AppState, SocketHandle};
 use crate::event::EventId;
+use crate::frame_queue::{self, FrameReceiver};
 use crate::metrics::{metrics, RejectReason};
 use crate::session::COOKIE_NAME;
 use crate::sse;
@@ -118,7 +118,7 @@ pub(super) async fn subscribe(
     let Some(slot) = state.slots.acquire() else {
         return reject(RejectReason::NodeLimit, ApiError::NodeFull);
     };
-    let (tx, rx) = mpsc::channel(state.limits.sink_queue);
+    let (tx, rx) = frame_queue::channel(state.limits.sink_queue);
     let sink_id = state.registry.next_sink_id();
     let join = Join {
         sink_id,
@@ -158,7 +158,7 @@ pub(super) async fn subscribe(
 /// actor queues, until the actor drops its sender.
 struct SseBody {
     head: Option<Bytes>,
-    rx: mpsc::Receiver<Bytes>,
+    rx: FrameReceiver,
     leave: Option<(Addr<UserActor>, u64)>,
     _slot: Slot,
 }
