@@ -23,7 +23,10 @@ use crate::user::{Join, JoinError, Leave, UserActor};
 
 /// Reconnect delays handed out by `retry:`; jittered per connection so a
 /// node restart does not make every browser come back in the same instant.
-const RETRY_MILLIS: std::ops::Range<u64> = 1000..4000;
+/// 1.5 s of spread brings 10k streams back at ~6.7k connects/s, which one
+/// core accepts (`bench/idle`), and keeps full recovery under 3 s
+/// (`bench/reconnect-storm`).
+const RETRY_MILLIS: std::ops::Range<u64> = 500..2000;
 
 #[derive(Deserialize)]
 struct SubscribeQuery {

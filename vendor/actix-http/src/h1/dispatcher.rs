@@ -38,6 +38,8 @@ use crate::{
 
 const LW_BUFFER_SIZE: usize = 1024;
 const HW_BUFFER_SIZE: usize = 1024 * 8;
+/// campusbite patch: read buffer of a connection that is streaming a response.
+const STREAMING_READ_BUFFER_SIZE: usize = 256;
 const MAX_PIPELINED_MESSAGES: usize = 16;
 
 /// Write buffer capacity at which we reallocate it after flushing.
@@ -529,11 +531,15 @@ where
 
                 this.state.set(State::None);
             }
-            _ => self
-                .as_mut()
-                .project()
-                .state
-                .set(State::SendPayload { body }),
+            _ => {
+                let mut this = self.as_mut().project();
+                // campusbite patch: a streamed response (SSE) may stay open for hours with
+                // nothing more to read: release the read buffer now, not at the next wake-up.
+                if size == BodySize::Stream && this.read_buf.is_empty() {
+                    *this.read_buf = BytesMut::new();
+                }
+                this.state.set(State::SendPayload { body })
+            }
         }
 
         Ok(())
@@ -1237,7 +1243,16 @@ where
             // grow buffer if necessary.
             let remaining = this.read_buf.capacity() - this.read_buf.len();
             if remaining < LW_BUFFER_SIZE {
-                this.read_buf.reserve(HW_BUFFER_SIZE - remaining);
+                // campusbite patch: a connection streaming a response reads only to notice
+                // the client leaving; a small buffer does (and comes from the allocator's
+                // thread cache). It grows like any other once data arrives.
+                let streaming =
+                    this.read_buf.capacity() == 0 && matches!(&*this.state, State::SendPayload { .. });
+                this.read_buf.reserve(if streaming {
+                    STREAMING_READ_BUFFER_SIZE
+                } else {
+                    HW_BUFFER_SIZE - remaining
+                });
             }
 
             match tokio_util::io::poll_read_buf(io.as_mut(), cx, this.read_buf) {
@@ -1256,10 +1271,11 @@ where
                 }
 
                 Poll::Pending => {
-                    // campusbite patch: nothing buffered and nothing to read: release the
-                    // 8 KiB read buffer while the connection waits (an SSE client never
-                    // sends again). The next read reserves a fresh one.
-                    if this.read_buf.is_empty() {
+                    // campusbite patch: nothing buffered and nothing to read while a response
+                    // streams: release the read buffer (an SSE client never sends again; upstream
+                    // kept 8 KiB per connection). Keep-alive connections between requests keep
+                    // theirs, so a publisher's next request needs no allocation.
+                    if this.read_buf.is_empty() && matches!(&*this.state, State::SendPayload { .. }) {
                         *this.read_buf = BytesMut::new();
                     }
                     return Ok(false);
