@@ -22,6 +22,8 @@
 //!   The gateway computes the same partition ([`partition_of`]) for history
 //!   reads and checks at start-up that the servers' mapping agrees. A user's
 //!   ids are that partition stream's sequence: still increasing per user.
+//!   New partition streams start above the single stream's last sequence,
+//!   so a move from one stream to N keeps every user's ids increasing.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -325,11 +327,30 @@ impl NatsBus {
                     .map_err(|why| EnsureError::Incompatible("NOTIFY_NATS_URL", why))?;
                 Ok(stream)
             }
-            Err(e) if is_not_found(&e) => self
-                .jetstream
-                .create_stream(wanted.clone())
-                .await
-                .map_err(|e| EnsureError::Transient(e.to_string())),
+            Err(e) if is_not_found(&e) => {
+                let mut wanted = wanted;
+                if self.settings.partitioned() {
+                    // Users moving here from the single stream keep
+                    // increasing ids: start above its last sequence.
+                    let floor = self.single_stream_last_sequence().await?;
+                    if floor > 0 {
+                        wanted.first_sequence = Some(floor + 1);
+                    }
+                }
+                self.jetstream
+                    .create_stream(wanted)
+                    .await
+                    .map_err(|e| EnsureError::Transient(e.to_string()))
+            }
+            Err(e) => Err(EnsureError::Transient(e.to_string())),
+        }
+    }
+
+    /// The last sequence of the unpartitioned stream, 0 if there is none.
+    async fn single_stream_last_sequence(&self) -> Result<u64, EnsureError> {
+        match self.jetstream.get_stream(self.settings.stream_name()).await {
+            Ok(stream) => Ok(stream.cached_info().state.last_sequence),
+            Err(e) if is_not_found(&e) => Ok(0),
             Err(e) => Err(EnsureError::Transient(e.to_string())),
         }
     }

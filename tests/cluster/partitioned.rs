@@ -275,3 +275,63 @@ async fn a_node_refuses_a_partition_count_the_servers_do_not_map() {
     // The mapping text the tests use is the one documented for operators.
     assert!(partition_mapping(4).contains("{{partition(4,1)}}"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moving_from_one_stream_to_partitions_keeps_every_users_ids_increasing() {
+    let mut nats = Nats::cluster().await;
+    let secret = new_secret();
+    let urls = nats.urls();
+    // Before: one stream. u9's notifications push its sequence past u1's.
+    let single = start_node(&secret, &urls, 3, &[]).await;
+    let mut seen = 0;
+    for n in 1..=3 {
+        seen = single.publish_n("u1", n).await;
+    }
+    for n in 0..20 {
+        single.publish_n("u9", n).await;
+    }
+    drop(single);
+
+    // The servers get the mapping: a restart with the new configuration and
+    // the same stores (what a rolling config change of the NATS pods does).
+    let conf = nats.conf.clone().expect("a cluster has a config file");
+    let mut text = std::fs::read_to_string(&conf).expect("read the NATS config");
+    text.push_str(&partition_mapping(PARTITIONS));
+    std::fs::write(&conf, text).expect("write the NATS config");
+    for s in &mut nats.servers {
+        s.kill9();
+    }
+    for s in &mut nats.servers {
+        s.start();
+    }
+    for s in &nats.servers {
+        s.wait_js_ready(true, Duration::from_secs(30)).await;
+    }
+
+    let parts = PARTITIONS.to_string();
+    let node = start_node(
+        &secret,
+        &urls,
+        3,
+        &[("NOTIFY_STREAM_PARTITIONS", parts.as_str())],
+    )
+    .await;
+    let next = node.publish_n("u1", 4).await;
+    assert!(
+        next > seen + 20,
+        "u1's first id in its partition ({next}) is above every id of the single stream (u1 saw {seen}, then 20 more for u9)"
+    );
+
+    // A browser that saw u1's last id of the single stream resumes: that
+    // history stays behind in the old stream, so it is told to refetch
+    // (reset) and then gets the new notification, with a larger id.
+    let mut back = resume(&node, "u1", seen).await;
+    let first = back.next_event().await;
+    assert_eq!(
+        first.event, "reset",
+        "expected a reset first, got {first:?}"
+    );
+    assert_eq!(messages(&mut back, 1).await, vec![(next, 4)]);
+    let later = node.publish_n("u1", 5).await;
+    assert_eq!(messages(&mut back, 1).await, vec![(later, 5)]);
+}

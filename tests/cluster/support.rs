@@ -304,6 +304,8 @@ impl Drop for NatsServer {
 /// loopback, `cluster/nats-node.conf`), each with its own store.
 pub struct Nats {
     pub servers: Vec<NatsServer>,
+    /// The configuration file of the cluster's servers (read at every start).
+    pub conf: Option<PathBuf>,
     _dir: TempDir,
 }
 
@@ -315,6 +317,7 @@ impl Nats {
         server.wait_js_ready(false, Duration::from_secs(20)).await;
         Nats {
             servers: vec![server],
+            conf: None,
             _dir: dir,
         }
     }
@@ -367,7 +370,11 @@ impl Nats {
         for s in &servers {
             s.wait_js_ready(true, Duration::from_secs(20)).await;
         }
-        Nats { servers, _dir: dir }
+        Nats {
+            servers,
+            conf: Some(conf),
+            _dir: dir,
+        }
     }
 
     /// `NOTIFY_NATS_URL` for every server.
