@@ -51,6 +51,13 @@ pub struct ServeConfig {
     #[arg(long, env = "NOTIFY_STREAM_REPLICAS", default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=5))]
     pub stream_replicas: u8,
 
+    /// JetStream streams the users are partitioned over (1 = one stream).
+    /// Above 1, every NATS server needs the subject mapping
+    /// `<prefix>.user.*` → `<prefix>.part.{{partition(N,1)}}.{{wildcard(1)}}`
+    /// with the same N (docs/capacity.md); start-up checks that it agrees.
+    #[arg(long, env = "NOTIFY_STREAM_PARTITIONS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub stream_partitions: u16,
+
     /// Notifications kept per user for resume.
     #[arg(long, env = "NOTIFY_HISTORY_DEPTH", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub history_depth: u32,

@@ -55,6 +55,7 @@ pub async fn run(config: ServeConfig) -> Result<(), StartError> {
                 replicas: usize::from(config.stream_replicas),
                 depth: i64::from(config.history_depth),
                 max_age: config.history_max_age,
+                partitions: u32::from(config.stream_partitions),
             })
             .await?,
         )),

@@ -14,6 +14,16 @@
 //!   because core messages sent while the node was away are gone.
 //! - The HTTP publish path uses JetStream publish with `Nats-Msg-Id`,
 //!   retried until acked, so a stream-leader election loses nothing.
+//! - Partitioned mode (`NOTIFY_STREAM_PARTITIONS` = N > 1): N streams
+//!   `<STREAM>_0..N-1`, stream `p` capturing `<prefix>.part.<p>.*`. The NATS
+//!   servers' subject mapping `<prefix>.user.*` →
+//!   `<prefix>.part.{{partition(N,1)}}.{{wildcard(1)}}` moves each producer
+//!   publish there, so producers keep publishing to `<prefix>.user.<id>`.
+//!   The gateway computes the same partition ([`partition_of`]) for history
+//!   reads and checks at start-up that the servers' mapping agrees. A user's
+//!   ids are that partition stream's sequence: still increasing per user.
+//!   New partition streams start above the single stream's last sequence,
+//!   so a move from one stream to N keeps every user's ids increasing.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -42,6 +52,10 @@ const PUBLISH_ACK_TIMEOUT: Duration = Duration::from_secs(2);
 const PUBLISH_CONCURRENCY: usize = 256;
 /// Longest wait for NATS to confirm a new subscription.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long partitioned mode's start-up probe may find no stream for a
+/// user subject (new streams still electing leaders) before it concludes
+/// that the servers lack the subject mapping.
+const MAPPING_CHECK_PATIENCE: Duration = Duration::from_secs(10);
 /// Live messages buffered per user subscription before NATS drops some
 /// (a drop is a gap, which the actor repairs from history).
 const SUBSCRIPTION_CAPACITY: usize = 4096;
@@ -59,28 +73,102 @@ pub struct NatsSettings {
     pub depth: i64,
     /// How long they are kept.
     pub max_age: Duration,
+    /// Streams the users are partitioned over (1 = one stream, no mapping).
+    pub partitions: u32,
+}
+
+/// The partition of `user` among `partitions`, exactly as nats-server's
+/// `partition(N, 1)` mapping function computes it: FNV-1a (32 bit) of the
+/// token's bytes, modulo N (`getHashPartition` in
+/// nats-server/server/subject_transform.go).
+pub fn partition_of(user: &str, partitions: u32) -> u32 {
+    const OFFSET: u32 = 0x811c_9dc5;
+    const PRIME: u32 = 0x0100_0193;
+    let hash = user
+        .bytes()
+        .fold(OFFSET, |h, b| (h ^ u32::from(b)).wrapping_mul(PRIME));
+    hash % partitions.max(1)
 }
 
 impl NatsSettings {
-    /// The stream's name: the prefix in capitals, `.` as `_`.
+    /// The stream's name: the prefix in capitals, `.` as `_`; in partitioned
+    /// mode the base of `<name>_<partition>`.
     pub fn stream_name(&self) -> String {
         self.prefix.replace('.', "_").to_uppercase()
     }
 
+    fn partitioned(&self) -> bool {
+        self.partitions > 1
+    }
+
+    /// The name of stream `partition` (the single stream's name when not partitioned).
+    pub fn partition_stream_name(&self, partition: u32) -> String {
+        if self.partitioned() {
+            format!("{}_{partition}", self.stream_name())
+        } else {
+            self.stream_name()
+        }
+    }
+
+    /// The NATS server subject mapping partitioned mode needs (source,
+    /// destination); `None` with one stream. Every server of the cluster must
+    /// have it, with the same N as `NOTIFY_STREAM_PARTITIONS`.
+    pub fn subject_mapping(&self) -> Option<(String, String)> {
+        self.partitioned().then(|| {
+            (
+                format!("{}.user.*", self.prefix),
+                format!(
+                    "{}.part.{{{{partition({},1)}}}}.{{{{wildcard(1)}}}}",
+                    self.prefix, self.partitions
+                ),
+            )
+        })
+    }
+
+    fn partition(&self, user: &UserId) -> u32 {
+        partition_of(user.as_str(), self.partitions)
+    }
+
+    /// Where producers publish: `<prefix>.user.<id>`, in either mode.
     fn user_subject(&self, user: &UserId) -> String {
         format!("{}.user.{}", self.prefix, user.as_str())
+    }
+
+    /// Where the stream keeps `user`'s messages (direct-get subject).
+    fn stored_subject(&self, user: &UserId) -> String {
+        if self.partitioned() {
+            format!(
+                "{}.part.{}.{}",
+                self.prefix,
+                self.partition(user),
+                user.as_str()
+            )
+        } else {
+            self.user_subject(user)
+        }
     }
 
     fn live_subject(&self, user: &UserId) -> String {
         format!("{}.live.{}", self.prefix, user.as_str())
     }
 
-    /// The stream configuration this node needs.
+    /// The stream configuration this node needs (the first partition's in
+    /// partitioned mode).
     pub fn stream_config(&self) -> stream::Config {
+        self.partition_stream_config(0)
+    }
+
+    /// The configuration of stream `partition`.
+    pub fn partition_stream_config(&self, partition: u32) -> stream::Config {
+        let captured = if self.partitioned() {
+            format!("{}.part.{partition}.*", self.prefix)
+        } else {
+            format!("{}.user.*", self.prefix)
+        };
         stream::Config {
-            name: self.stream_name(),
+            name: self.partition_stream_name(partition),
             description: Some("campusbite-notify: per-user notification history".into()),
-            subjects: vec![format!("{}.user.*", self.prefix)],
+            subjects: vec![captured.clone()],
             max_messages_per_subject: self.depth,
             max_age: self.max_age,
             num_replicas: self.replicas,
@@ -90,7 +178,7 @@ impl NatsSettings {
             duplicate_window: DUPLICATE_WINDOW.min(self.max_age),
             allow_direct: true,
             republish: Some(stream::Republish {
-                source: format!("{}.user.*", self.prefix),
+                source: captured,
                 destination: format!("{}.live.{{{{wildcard(1)}}}}", self.prefix),
                 headers_only: false,
             }),
@@ -104,7 +192,8 @@ pub struct NatsBus {
     settings: NatsSettings,
     client: async_nats::Client,
     jetstream: jetstream::Context,
-    stream: tokio::sync::OnceCell<stream::Stream>,
+    /// One stream per partition (one in all when not partitioned).
+    streams: tokio::sync::OnceCell<Vec<stream::Stream>>,
     connected: Arc<AtomicBool>,
     subscribers: Arc<DashMap<UserId, (u64, Recipient<BusMessage>)>>,
     next_token: AtomicU64,
@@ -169,7 +258,7 @@ impl NatsBus {
             settings,
             client,
             jetstream,
-            stream: tokio::sync::OnceCell::new(),
+            streams: tokio::sync::OnceCell::new(),
             connected,
             subscribers,
             next_token: AtomicU64::new(0),
@@ -179,8 +268,8 @@ impl NatsBus {
         // (the node is not ready meanwhile).
         match tokio::time::timeout(Duration::from_secs(5), bus.ensure_stream()).await {
             Ok(Ok(())) => {}
-            Ok(Err(EnsureError::Incompatible(why))) => {
-                return Err(ConfigError::new("NOTIFY_NATS_URL", why))
+            Ok(Err(EnsureError::Incompatible(name, why))) => {
+                return Err(ConfigError::new(name, why))
             }
             Ok(Err(EnsureError::Transient(why))) => bus.keep_ensuring_stream(why),
             Err(_) => bus.keep_ensuring_stream("timed out".into()),
@@ -197,8 +286,8 @@ impl NatsBus {
             loop {
                 match bus.ensure_stream().await {
                     Ok(()) => break,
-                    Err(EnsureError::Incompatible(why)) => {
-                        eprintln!("error: NOTIFY_NATS_URL: {why}");
+                    Err(EnsureError::Incompatible(name, why)) => {
+                        eprintln!("error: {name}: {why}");
                         std::process::exit(2);
                     }
                     Err(EnsureError::Transient(why)) => {
@@ -211,30 +300,134 @@ impl NatsBus {
     }
 
     async fn ensure_stream(&self) -> Result<(), EnsureError> {
-        if self.stream.initialized() {
+        if self.streams.initialized() {
             return Ok(());
         }
-        let wanted = self.settings.stream_config();
-        let stream = match self.jetstream.get_stream(&wanted.name).await {
-            Ok(stream) => {
-                compatible(&wanted, &stream.cached_info().config)
-                    .map_err(EnsureError::Incompatible)?;
-                stream
-            }
-            Err(e) if is_not_found(&e) => self
-                .jetstream
-                .create_stream(wanted.clone())
-                .await
-                .map_err(|e| EnsureError::Transient(e.to_string()))?,
-            Err(e) => return Err(EnsureError::Transient(e.to_string())),
-        };
-        tracing::info!(stream = %wanted.name, replicas = wanted.num_replicas, "JetStream stream ready");
-        let _ = self.stream.set(stream);
+        let mut streams = Vec::with_capacity(self.settings.partitions as usize);
+        for partition in 0..self.settings.partitions.max(1) {
+            streams.push(self.ensure_one(partition).await?);
+        }
+        if self.settings.partitioned() {
+            self.check_mapping(&streams).await?;
+        }
+        tracing::info!(
+            streams = streams.len(),
+            replicas = self.settings.replicas,
+            "JetStream stream(s) ready"
+        );
+        let _ = self.streams.set(streams);
         Ok(())
     }
 
-    fn stream(&self) -> Result<&stream::Stream, BusError> {
-        self.stream.get().ok_or(BusError::Unavailable)
+    async fn ensure_one(&self, partition: u32) -> Result<stream::Stream, EnsureError> {
+        let wanted = self.settings.partition_stream_config(partition);
+        match self.jetstream.get_stream(&wanted.name).await {
+            Ok(stream) => {
+                compatible(&wanted, &stream.cached_info().config)
+                    .map_err(|why| EnsureError::Incompatible("NOTIFY_NATS_URL", why))?;
+                Ok(stream)
+            }
+            Err(e) if is_not_found(&e) => {
+                let mut wanted = wanted;
+                if self.settings.partitioned() {
+                    // Users moving here from the single stream keep
+                    // increasing ids: start above its last sequence.
+                    let floor = self.single_stream_last_sequence().await?;
+                    if floor > 0 {
+                        wanted.first_sequence = Some(floor + 1);
+                    }
+                }
+                self.jetstream
+                    .create_stream(wanted)
+                    .await
+                    .map_err(|e| EnsureError::Transient(e.to_string()))
+            }
+            Err(e) => Err(EnsureError::Transient(e.to_string())),
+        }
+    }
+
+    /// The last sequence of the unpartitioned stream, 0 if there is none.
+    async fn single_stream_last_sequence(&self) -> Result<u64, EnsureError> {
+        match self.jetstream.get_stream(self.settings.stream_name()).await {
+            Ok(stream) => Ok(stream.cached_info().state.last_sequence),
+            Err(e) if is_not_found(&e) => Ok(0),
+            Err(e) => Err(EnsureError::Transient(e.to_string())),
+        }
+    }
+
+    /// Partitioned mode only works if the servers map each user to the
+    /// stream this node reads that user's history from. Probes: publishes
+    /// for a few reserved ids (a leading `$` is never a valid user id), reads
+    /// which stream stored each (the ack names it), then purges them.
+    async fn check_mapping(&self, streams: &[stream::Stream]) -> Result<(), EnsureError> {
+        const PROBES: u32 = 16;
+        let run = fastrand::u64(..);
+        for i in 0..PROBES {
+            let probe = format!("$probe-{run:016x}-{i}");
+            let subject = format!("{}.user.{probe}", self.settings.prefix);
+            let expected = partition_of(&probe, self.settings.partitions);
+            // "No stream" is normal for a moment after the streams were
+            // created (no leader yet); only a lasting one means no mapping.
+            let deadline = Instant::now() + MAPPING_CHECK_PATIENCE;
+            let stored = loop {
+                let stored = match self.jetstream.publish(subject.clone(), "{}".into()).await {
+                    Ok(ack) => ack.await,
+                    Err(e) => return Err(EnsureError::Transient(e.to_string())),
+                };
+                match stored {
+                    Err(e)
+                        if e.kind() == jetstream::context::PublishErrorKind::StreamNotFound
+                            && Instant::now() < deadline =>
+                    {
+                        tokio::time::sleep(Duration::from_millis(250)).await
+                    }
+                    other => break other,
+                }
+            };
+            let ack = match stored {
+                Ok(ack) => ack,
+                Err(e) if e.kind() == jetstream::context::PublishErrorKind::StreamNotFound => {
+                    return Err(EnsureError::Incompatible(
+                        "NOTIFY_STREAM_PARTITIONS",
+                        format!(
+                            "no stream stores {}.user.<id>: the NATS servers need the subject mapping \"{}\": \"{}\"",
+                            self.settings.prefix,
+                            self.settings.subject_mapping().map(|m| m.0).unwrap_or_default(),
+                            self.settings.subject_mapping().map(|m| m.1).unwrap_or_default(),
+                        ),
+                    ))
+                }
+                Err(e) => return Err(EnsureError::Transient(e.to_string())),
+            };
+            let wanted = self.settings.partition_stream_name(expected);
+            if let Some(stream) = streams
+                .iter()
+                .find(|s| s.cached_info().config.name == ack.stream)
+            {
+                // Best effort: a leftover probe is one message nobody reads.
+                let purged = format!("{}.part.*.{probe}", self.settings.prefix);
+                let _ = stream.purge().filter(purged).await;
+            }
+            if ack.stream != wanted {
+                let (source, destination) = self.settings.subject_mapping().unwrap_or_default();
+                return Err(EnsureError::Incompatible(
+                    "NOTIFY_STREAM_PARTITIONS",
+                    format!(
+                        "the NATS servers stored a probe in stream {} where this node ({} partitions) reads {wanted}; every server needs the mapping \"{source}\": \"{destination}\" with the same N",
+                        ack.stream, self.settings.partitions
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The stream that holds `user`'s notifications.
+    fn stream_for(&self, user: &UserId) -> Result<&stream::Stream, BusError> {
+        let streams = self.streams.get().ok_or(BusError::Unavailable)?;
+        streams
+            .get(self.settings.partition(user) as usize)
+            .ok_or(BusError::Unavailable)
     }
 
     /// Reads `user`'s retained messages after `after`, one direct get each.
@@ -243,8 +436,8 @@ impl NatsBus {
         user: UserId,
         after: EventId,
     ) -> Result<History, BusError> {
-        let stream = self.stream()?;
-        let subject = self.settings.user_subject(&user);
+        let stream = self.stream_for(&user)?;
+        let subject = self.settings.stored_subject(&user);
         let mut history = History::default();
         // Inclusive: if `after` itself is still retained for this user,
         // nothing newer can have been evicted (eviction takes the oldest).
@@ -291,7 +484,7 @@ impl NatsBus {
         user: UserId,
         to: Recipient<BusMessage>,
     ) -> Result<Subscription, BusError> {
-        let stream = self.stream()?;
+        let stream = self.stream_for(&user)?;
         let mut live = self
             .client
             .subscribe(self.settings.live_subject(&user))
@@ -306,7 +499,7 @@ impl NatsBus {
             .map_err(|_| BusError::Unavailable)?
             .map_err(|e| BusError::Other(e.to_string()))?;
         let head = match stream
-            .direct_get_last_for_subject(self.settings.user_subject(&user))
+            .direct_get_last_for_subject(self.settings.stored_subject(&user))
             .await
         {
             Ok(message) => EventId(message.sequence),
@@ -342,7 +535,7 @@ impl NatsBus {
         payload: Payload,
         dedupe_key: Option<String>,
     ) -> Result<Vec<EventId>, BusError> {
-        self.stream()?;
+        self.streams.get().ok_or(BusError::Unavailable)?;
         // Without a caller's key, a fresh one still makes our own retries idempotent.
         let key = dedupe_key
             .unwrap_or_else(|| format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..)));
@@ -402,17 +595,15 @@ impl NatsBus {
     }
 }
 
+/// Why the stream(s) are not usable yet.
+#[derive(Debug, thiserror::Error)]
 enum EnsureError {
-    Incompatible(String),
+    /// Wrong configuration (of the named setting): start-up stops.
+    #[error("{1}")]
+    Incompatible(&'static str, String),
+    /// NATS not reachable or not ready yet: retried.
+    #[error("{0}")]
     Transient(String),
-}
-
-impl std::fmt::Display for EnsureError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Incompatible(e) | Self::Transient(e) => f.write_str(e),
-        }
-    }
 }
 
 fn is_not_found(error: &jetstream::context::GetStreamError) -> bool {
@@ -538,6 +729,70 @@ impl Bus for SharedNatsBus {
     }
 
     fn is_connected(&self) -> bool {
-        self.0.connected.load(Ordering::Acquire) && self.0.stream.initialized()
+        self.0.connected.load(Ordering::Acquire) && self.0.streams.initialized()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(partitions: u32) -> NatsSettings {
+        NatsSettings {
+            urls: vec![],
+            prefix: "campusbite.notify".into(),
+            replicas: 3,
+            depth: 100,
+            max_age: Duration::from_secs(3600),
+            partitions,
+        }
+    }
+
+    #[test]
+    fn partition_is_fnv1a_32_mod_n() {
+        // FNV-1a 32-bit reference values.
+        assert_eq!(partition_of("", u32::MAX), 0x811c_9dc5);
+        assert_eq!(partition_of("a", u32::MAX), 0xe40c_292c);
+        assert_eq!(partition_of("foobar", u32::MAX), 0xbf9c_f968);
+        assert_eq!(partition_of("foobar", 7), 0xbf9c_f968 % 7);
+        assert_eq!(partition_of("anything", 1), 0);
+    }
+
+    #[test]
+    fn one_partition_is_the_single_stream_of_before() {
+        let s = settings(1);
+        let c = s.partition_stream_config(0);
+        assert_eq!(c.name, "CAMPUSBITE_NOTIFY");
+        assert_eq!(c.subjects, vec!["campusbite.notify.user.*".to_string()]);
+        let r = c.republish.unwrap();
+        assert_eq!(r.source, "campusbite.notify.user.*");
+        assert_eq!(r.destination, "campusbite.notify.live.{{wildcard(1)}}");
+        assert!(s.subject_mapping().is_none());
+        let u = UserId::parse("u1").unwrap();
+        assert_eq!(s.stored_subject(&u), "campusbite.notify.user.u1");
+    }
+
+    #[test]
+    fn partitioned_streams_capture_their_partition_and_republish_to_live() {
+        let s = settings(4);
+        let c = s.partition_stream_config(3);
+        assert_eq!(c.name, "CAMPUSBITE_NOTIFY_3");
+        assert_eq!(c.subjects, vec!["campusbite.notify.part.3.*".to_string()]);
+        let r = c.republish.unwrap();
+        assert_eq!(r.source, "campusbite.notify.part.3.*");
+        assert_eq!(r.destination, "campusbite.notify.live.{{wildcard(1)}}");
+        assert_eq!(
+            s.subject_mapping(),
+            Some((
+                "campusbite.notify.user.*".to_string(),
+                "campusbite.notify.part.{{partition(4,1)}}.{{wildcard(1)}}".to_string()
+            ))
+        );
+        let u = UserId::parse("foobar").unwrap();
+        assert_eq!(
+            s.stored_subject(&u),
+            format!("campusbite.notify.part.{}.foobar", 0xbf9c_f968_u32 % 4)
+        );
+        assert_eq!(s.user_subject(&u), "campusbite.notify.user.foobar");
     }
 }

@@ -21,4 +21,5 @@ mod nats_outage;
 mod node_kill;
 mod offline;
 mod partition;
+mod partitioned;
 mod rolling;

@@ -304,6 +304,8 @@ impl Drop for NatsServer {
 /// loopback, `cluster/nats-node.conf`), each with its own store.
 pub struct Nats {
     pub servers: Vec<NatsServer>,
+    /// The configuration file of the cluster's servers (read at every start).
+    pub conf: Option<PathBuf>,
     _dir: TempDir,
 }
 
@@ -315,15 +317,30 @@ impl Nats {
         server.wait_js_ready(false, Duration::from_secs(20)).await;
         Nats {
             servers: vec![server],
+            conf: None,
             _dir: dir,
         }
     }
 
     /// Three servers from the repository's config template.
     pub async fn cluster() -> Nats {
+        Self::cluster_with("").await
+    }
+
+    /// Three servers from the template with the subject mapping of
+    /// partitioned mode (`partitions` streams), as `cluster/up` writes it.
+    pub async fn cluster_partitioned(partitions: u32) -> Nats {
+        Self::cluster_with(&partition_mapping(partitions)).await
+    }
+
+    /// Three servers from the template plus `extra` configuration.
+    pub async fn cluster_with(extra: &str) -> Nats {
         let dir = TempDir::new("nats");
         let ports = free_ports(9);
-        let conf = Path::new(env!("CARGO_MANIFEST_DIR")).join("cluster/nats-node.conf");
+        let template = Path::new(env!("CARGO_MANIFEST_DIR")).join("cluster/nats-node.conf");
+        let conf = dir.path().join("nats-node.conf");
+        let text = std::fs::read_to_string(&template).expect("cluster/nats-node.conf");
+        std::fs::write(&conf, format!("{text}\n{extra}\n")).expect("write the NATS config");
         let routes: Vec<String> = (0..3)
             .map(|i| format!("nats-route://127.0.0.1:{}", ports[6 + i]))
             .collect();
@@ -353,7 +370,11 @@ impl Nats {
         for s in &servers {
             s.wait_js_ready(true, Duration::from_secs(20)).await;
         }
-        Nats { servers, _dir: dir }
+        Nats {
+            servers,
+            conf: Some(conf),
+            _dir: dir,
+        }
     }
 
     /// `NOTIFY_NATS_URL` for every server.
@@ -425,6 +446,14 @@ impl Nats {
             .collect::<Vec<_>>()
             .join("\n")
     }
+}
+
+/// The `mappings` block of partitioned mode for the default prefix, as
+/// `cluster/up` and docs/capacity.md write it.
+pub fn partition_mapping(partitions: u32) -> String {
+    format!(
+        "mappings {{\n  \"{USER_SUBJECT}.*\": \"campusbite.notify.part.{{{{partition({partitions},1)}}}}.{{{{wildcard(1)}}}}\"\n}}\n"
+    )
 }
 
 /// The last `n` lines of `text`.
@@ -611,7 +640,8 @@ impl RawNats {
         nats
     }
 
-    async fn send(&mut self, bytes: &[u8]) {
+    /// Writes raw protocol bytes (no flush).
+    pub async fn send(&mut self, bytes: &[u8]) {
         tokio::time::timeout(IO_LIMIT, self.wr.write_all(bytes))
             .await
             .expect("NATS write within the deadline")
@@ -673,6 +703,22 @@ impl RawNats {
             }
             _ => Ok(Op::Other), // INFO, +OK
         }
+    }
+
+    /// The next message on any subscription: (subject, payload).
+    pub async fn next_msg(&mut self) -> (String, Vec<u8>) {
+        tokio::time::timeout(IO_LIMIT, async {
+            loop {
+                if let Op::Msg {
+                    subject, payload, ..
+                } = self.read_op().await.expect("NATS read")
+                {
+                    return (subject, payload);
+                }
+            }
+        })
+        .await
+        .expect("a message within the deadline")
     }
 
     /// PING and wait for the PONG: the server has processed everything sent before.
