@@ -69,14 +69,27 @@ def route_socket_bytes(ports):
     return {"sockets": sockets, "bytes": sent, "segs": segs}
 
 
+def machine_us():
+    """Busy and total CPU time of all cores, µs (from /proc/stat)."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    total = sum(v[:8])
+    idle = v[3] + v[4]
+    return {"busy_us": (total - idle) * 1_000_000 // TICK, "total_us": total * 1_000_000 // TICK}
+
+
 def snap(nats_urls, pids):
+    # Process and machine CPU first, at `time`; the HTTP reads take a while.
     t = time.time()
+    procs = {name: proc(pid) for name, pid in pids}
+    machine = machine_us()
     servers = {}
     route_ports = []
     for url in nats_urls:
         v = get(url + "/varz")
         s = get(url + "/subsz")
         r = get(url + "/routez")
+        c = get(url + "/connz?limit=1024")
         name = v.get("server_name", url)
         port = (v.get("cluster") or {}).get("cluster_port") or (v.get("cluster") or {}).get("port")
         if port:
@@ -91,6 +104,8 @@ def snap(nats_urls, pids):
             "out_msgs": v.get("out_msgs"),
             "in_bytes": v.get("in_bytes"),
             "out_bytes": v.get("out_bytes"),
+            "clients": {f'{x.get("name") or "client"}#{x.get("cid")}': x.get("subscriptions")
+                        for x in c.get("connections") or []},
             "subsz": {k: s.get(k) for k in (
                 "num_subscriptions", "num_cache", "num_inserts", "num_removes", "num_matches")},
             "routes": {
@@ -102,12 +117,12 @@ def snap(nats_urls, pids):
                 "remote_subscriptions": sum(x.get("subscriptions", 0) for x in r.get("routes") or []),
             },
         }
-    procs = {name: proc(pid) for name, pid in pids}
     return {
         "time": t,
         "servers": servers,
         "route_wire": route_socket_bytes(sorted(set(route_ports))),
         "procs": procs,
+        "machine": machine,
     }
 
 
@@ -159,6 +174,14 @@ def diff(a, b):
             "cpu_pct": round((pb["cpu_us"] - pa["cpu_us"]) / 1e4 / dt, 1) if pa else None,
             "cpu_us": pb["cpu_us"] - pa["cpu_us"] if pa else None,
         }
+    ma, mb = a.get("machine"), b.get("machine")
+    if ma and mb:
+        busy = (mb["busy_us"] - ma["busy_us"]) / 1e4 / dt
+        mine = sum(v["cpu_pct"] for v in out["servers"].values() if v.get("cpu_pct") is not None) + \
+            sum(v["cpu_pct"] for v in out["procs"].values() if v.get("cpu_pct") is not None)
+        # Everything on the machine that is not a process listed in the snapshots.
+        out["machine"] = {"busy_pct": round(busy, 1), "tracked_pct": round(mine, 1),
+                          "others_cpu_pct": round(max(0.0, busy - mine), 1)}
     return out
 
 
