@@ -14,6 +14,12 @@
 //!   users (one subscription and one draining task per user, as the gateway).
 //! - `per-node`: each node subscribes `<prefix>.live.*` once and drops the
 //!   messages of users it does not host (a set lookup per message).
+//! - `per-partition`: user-affine routing. The live subject carries a
+//!   partition, `<prefix>.live.<p>.<user>` with `p = u mod PARTITIONS`; node
+//!   `n` owns the partitions `p mod NODES = n`, holds one subscription
+//!   `<prefix>.live.<p>.*` per owned partition, and all of a user's tabs are
+//!   on the owner of the user's partition (what an ingress hashing on the
+//!   user id would do), so each notification goes to exactly one node.
 //!
 //! Phases, each announced by writing `<dir>/<phase>` and then waiting for
 //! `<dir>/<phase>.go` (so a script can snapshot the servers in between):
@@ -35,6 +41,7 @@ use serde_json::json;
 enum Mode {
     PerUser,
     PerNode,
+    PerPartition,
 }
 
 #[derive(Debug, Parser)]
@@ -64,6 +71,9 @@ struct Args {
     payload: usize,
     #[arg(long, default_value = "campusbite.model")]
     prefix: String,
+    /// Live-subject partitions (`per-partition`).
+    #[arg(long, default_value_t = 1024)]
+    partitions: u64,
     /// Phase marker directory.
     #[arg(long)]
     dir: PathBuf,
@@ -132,16 +142,28 @@ async fn main() -> Result<(), String> {
     }
     // hosted[n]: the users with a tab on node n.
     let mut hosted: Vec<Vec<u64>> = vec![Vec::new(); args.nodes as usize];
+    let partitions = args.partitions.max(1);
     for u in 0..args.users {
         let mut on = HashSet::new();
-        for t in 0..args.tabs {
-            on.insert((u * args.tabs + t) % args.nodes);
+        if args.mode == Mode::PerPartition {
+            // Every tab on the owner of the user's partition.
+            on.insert((u % partitions) % args.nodes);
+        } else {
+            for t in 0..args.tabs {
+                on.insert((u * args.tabs + t) % args.nodes);
+            }
         }
         for n in on {
             hosted[n as usize].push(u);
         }
     }
-    let live = |u: u64| format!("{}.live.{}", args.prefix, user(u));
+    let live = |u: u64| {
+        if args.mode == Mode::PerPartition {
+            format!("{}.live.{}.{}", args.prefix, u % partitions, user(u))
+        } else {
+            format!("{}.live.{}", args.prefix, user(u))
+        }
+    };
 
     // 1. Subscribe.
     let (cpu0, t0) = (cpu_us(), Instant::now());
@@ -152,6 +174,31 @@ async fn main() -> Result<(), String> {
                 let mut hs = Vec::with_capacity(users.len());
                 for &u in users {
                     hs.push(per_user_sub(&nodes[n], live(u), counts.clone()).await?);
+                }
+                handles.push(hs);
+            }
+        }
+        Mode::PerPartition => {
+            for (n, users) in hosted.iter().enumerate() {
+                let set: Arc<HashSet<String>> = Arc::new(users.iter().map(|&u| user(u)).collect());
+                let mut hs = Vec::new();
+                for p in (0..partitions).filter(|p| p % args.nodes == n as u64) {
+                    let mut sub = nodes[n]
+                        .subscribe(format!("{}.live.{p}.*", args.prefix))
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    let counts = counts.clone();
+                    let set = set.clone();
+                    hs.push(tokio::spawn(async move {
+                        while let Some(m) = sub.next().await {
+                            let id = m.subject.rsplit('.').next().unwrap_or_default();
+                            if set.contains(id) {
+                                counts.received.fetch_add(1, Relaxed);
+                            } else {
+                                counts.discarded.fetch_add(1, Relaxed);
+                            }
+                        }
+                    }));
                 }
                 handles.push(hs);
             }
