@@ -39,9 +39,12 @@ use serde_json::json;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Mode {
-    PerUser,
-    PerNode,
-    PerPartition,
+    #[value(name = "per-user")]
+    User,
+    #[value(name = "per-node")]
+    Node,
+    #[value(name = "per-partition")]
+    Partition,
 }
 
 #[derive(Debug, Parser)]
@@ -145,7 +148,7 @@ async fn main() -> Result<(), String> {
     let partitions = args.partitions.max(1);
     for u in 0..args.users {
         let mut on = HashSet::new();
-        if args.mode == Mode::PerPartition {
+        if args.mode == Mode::Partition {
             // Every tab on the owner of the user's partition.
             on.insert((u % partitions) % args.nodes);
         } else {
@@ -158,7 +161,7 @@ async fn main() -> Result<(), String> {
         }
     }
     let live = |u: u64| {
-        if args.mode == Mode::PerPartition {
+        if args.mode == Mode::Partition {
             format!("{}.live.{}.{}", args.prefix, u % partitions, user(u))
         } else {
             format!("{}.live.{}", args.prefix, user(u))
@@ -169,7 +172,7 @@ async fn main() -> Result<(), String> {
     let (cpu0, t0) = (cpu_us(), Instant::now());
     let mut handles: Vec<Vec<tokio::task::JoinHandle<()>>> = Vec::new();
     match args.mode {
-        Mode::PerUser => {
+        Mode::User => {
             for (n, users) in hosted.iter().enumerate() {
                 let mut hs = Vec::with_capacity(users.len());
                 for &u in users {
@@ -178,7 +181,7 @@ async fn main() -> Result<(), String> {
                 handles.push(hs);
             }
         }
-        Mode::PerPartition => {
+        Mode::Partition => {
             for (n, users) in hosted.iter().enumerate() {
                 let set: Arc<HashSet<String>> = Arc::new(users.iter().map(|&u| user(u)).collect());
                 let mut hs = Vec::new();
@@ -203,7 +206,7 @@ async fn main() -> Result<(), String> {
                 handles.push(hs);
             }
         }
-        Mode::PerNode => {
+        Mode::Node => {
             for (n, users) in hosted.iter().enumerate() {
                 let set: HashSet<String> = users.iter().map(|&u| user(u)).collect();
                 let mut sub = nodes[n]
@@ -272,7 +275,7 @@ async fn main() -> Result<(), String> {
     let mut churned = 0u64;
     let mut churn_us = Vec::new();
     let (cpu2, t2) = (cpu_us(), Instant::now());
-    if args.mode == Mode::PerUser && args.churn > 0.0 {
+    if args.mode == Mode::User && args.churn > 0.0 {
         let pairs = (args.churn * args.seconds) as u64;
         for i in 0..pairs {
             let due = t2 + Duration::from_secs_f64(i as f64 / args.churn);
