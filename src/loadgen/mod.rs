@@ -151,6 +151,12 @@ pub struct LoadgenArgs {
     /// Reconnect delay instead of the server's `retry:`.
     #[arg(long, value_parser = humantime::parse_duration)]
     pub reconnect_delay: Option<Duration>,
+    /// Churn: each stream closes itself after this long and reopens at once
+    /// on the same node with Last-Event-ID (the first time after a random
+    /// part of it, so closes are spread evenly): N streams churn at
+    /// N / lifetime closes and opens per second.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub stream_lifetime: Option<Duration>,
     /// With `--reconnect`: also wait until this many streams have resumed.
     #[arg(long, default_value_t = 0)]
     pub expect_resumed: u64,
@@ -269,6 +275,7 @@ async fn run_async(args: LoadgenArgs) -> Result<Value, String> {
         resume_targets,
         reconnect: args.reconnect,
         reconnect_delay: args.reconnect_delay,
+        stream_lifetime: args.stream_lifetime.filter(|d| !d.is_zero()),
         t0,
     });
     let shared = Arc::new(Shared::new());
@@ -431,6 +438,7 @@ async fn run_async(args: LoadgenArgs) -> Result<Value, String> {
     let opened = shared.opened.load(Relaxed);
     let mut latencies = std::mem::take(&mut *shared.latencies_us.lock().unwrap());
     let mut connect_us = std::mem::take(&mut *shared.connect_us.lock().unwrap());
+    let mut churn_reopen_us = std::mem::take(&mut *shared.churn_reopen_us.lock().unwrap());
     let delivered_in_window = delivered - delivered_before;
     let first_disconnect = shared.first_disconnect_ns.load(Relaxed);
     let last_resume = shared.last_resume_ns.load(Relaxed);
@@ -525,6 +533,13 @@ async fn run_async(args: LoadgenArgs) -> Result<Value, String> {
             "seconds": secs(elapsed),
             "latency_ms": latency_summary(&mut latencies),
         },
+        "churn": plan.stream_lifetime.map(|lifetime| json!({
+            "stream_lifetime_s": secs(lifetime),
+            "closed": shared.churn_closed.load(Relaxed),
+            "reopened": shared.churn_reopened.load(Relaxed),
+            "closed_per_s": round(shared.churn_closed.load(Relaxed) as f64 / wall, 1),
+            "reopen_latency_ms": latency_summary(&mut churn_reopen_us),
+        })),
         "reconnect": args.reconnect.then(|| json!({
             "disconnects": shared.disconnects.load(Relaxed),
             "resumed": shared.resumed.load(Relaxed),

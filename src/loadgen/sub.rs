@@ -28,6 +28,8 @@ pub struct Plan {
     pub reconnect: bool,
     /// Overrides the server's `retry:` when reconnecting.
     pub reconnect_delay: Option<Duration>,
+    /// Churn: close each stream after this long and reopen it at once.
+    pub stream_lifetime: Option<Duration>,
     pub t0: Instant,
 }
 
@@ -61,6 +63,12 @@ pub struct Shared {
     pub resumed: AtomicU64,
     pub first_disconnect_ns: AtomicU64,
     pub last_resume_ns: AtomicU64,
+    /// Churn: streams closed by this side after their lifetime.
+    pub churn_closed: AtomicU64,
+    /// Churn: streams reopened after such a close.
+    pub churn_reopened: AtomicU64,
+    /// Churn: µs from connect start to the `200` head of a reopen.
+    pub churn_reopen_us: Mutex<Vec<u32>>,
 }
 
 impl Shared {
@@ -227,6 +235,8 @@ pub async fn run_stream(
     let mut ever_up = false;
     let mut counted_failed = false;
     let mut attempt = 0usize;
+    let mut churning = false;
+    let mut first_life = true;
     loop {
         let started = Instant::now();
         let req = request(&plan, target, &spec, &parser.last_event_id);
@@ -240,23 +250,23 @@ pub async fn run_stream(
         match opened {
             Ok((stream, head, rest)) if head.status == 200 => {
                 let now_ns = plan.t0.elapsed().as_nanos() as u64;
-                if ever_up {
+                let us = u32::try_from(started.elapsed().as_micros()).unwrap_or(u32::MAX);
+                if churning {
+                    churning = false;
+                    shared.churn_reopened.fetch_add(1, Relaxed);
+                    shared.churn_reopen_us.lock().unwrap().push(us);
+                } else if ever_up {
                     shared.resumed.fetch_add(1, Relaxed);
                     shared.last_resume_ns.fetch_max(now_ns, Relaxed);
                 } else {
                     ever_up = true;
-                    let us = started.elapsed().as_micros();
-                    shared
-                        .connect_us
-                        .lock()
-                        .unwrap()
-                        .push(u32::try_from(us).unwrap_or(u32::MAX));
+                    shared.connect_us.lock().unwrap().push(us);
                     shared.last_open_ns.fetch_max(now_ns, Relaxed);
                     shared.opened.fetch_add(1, Relaxed);
                     permit.take();
                 }
                 shared.up.fetch_add(1, Relaxed);
-                let end = read_body(
+                let body = read_body(
                     stream,
                     &head,
                     &rest,
@@ -264,9 +274,29 @@ pub async fn run_stream(
                     &mut tracker,
                     &plan,
                     &shared,
-                )
-                .await;
+                );
+                let end = match plan.stream_lifetime {
+                    Some(life) => {
+                        // The first lifetime is a random part of it, so that
+                        // streams opened together do not close together.
+                        let life = if std::mem::take(&mut first_life) {
+                            life.mul_f64(fastrand::f64())
+                        } else {
+                            life
+                        };
+                        tokio::time::timeout(life, body).await.ok()
+                    }
+                    None => Some(body.await),
+                };
                 shared.up.fetch_sub(1, Relaxed);
+                let Some(end) = end else {
+                    // Lifetime over: the stream (dropped above) is closed;
+                    // reopen at once where it was, as a returning user.
+                    shared.churn_closed.fetch_add(1, Relaxed);
+                    churning = true;
+                    parser = SseParser::resume(&parser);
+                    continue;
+                };
                 if !plan.reconnect {
                     shared.ended.fetch_add(1, Relaxed);
                     shared.fail(format!("ended: {end}"));
@@ -284,6 +314,11 @@ pub async fn run_stream(
             counted_failed = true;
             shared.failed.fetch_add(1, Relaxed);
             permit.take();
+        }
+        if churning {
+            // A failed churn reopen: try again on the same node shortly.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            continue;
         }
         if !plan.reconnect {
             return;
