@@ -362,6 +362,7 @@ impl NatsBus {
     async fn check_mapping(&self, streams: &[stream::Stream]) -> Result<(), EnsureError> {
         const PROBES: u32 = 16;
         let run = fastrand::u64(..);
+        let (source, destination) = self.settings.subject_mapping().unwrap_or_default();
         for i in 0..PROBES {
             let probe = format!("$probe-{run:016x}-{i}");
             let subject = format!("{}.user.{probe}", self.settings.prefix);
@@ -390,10 +391,8 @@ impl NatsBus {
                     return Err(EnsureError::Incompatible(
                         "NOTIFY_STREAM_PARTITIONS",
                         format!(
-                            "no stream stores {}.user.<id>: the NATS servers need the subject mapping \"{}\": \"{}\"",
+                            "no stream stores {}.user.<id>: the NATS servers need the subject mapping \"{source}\": \"{destination}\"",
                             self.settings.prefix,
-                            self.settings.subject_mapping().map(|m| m.0).unwrap_or_default(),
-                            self.settings.subject_mapping().map(|m| m.1).unwrap_or_default(),
                         ),
                     ))
                 }
@@ -409,7 +408,6 @@ impl NatsBus {
                 let _ = stream.purge().filter(purged).await;
             }
             if ack.stream != wanted {
-                let (source, destination) = self.settings.subject_mapping().unwrap_or_default();
                 return Err(EnsureError::Incompatible(
                     "NOTIFY_STREAM_PARTITIONS",
                     format!(

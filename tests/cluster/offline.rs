@@ -2,28 +2,8 @@
 //! published meanwhile (by HTTP or straight to NATS), in order; and
 //! `lastEventId=0` replays everything retained.
 
-use crate::helpers::{note, SseStream, TestApp};
-use crate::support::{new_secret, note_n, start_node, Nats, RawNats, USER_SUBJECT};
-
-async fn resume(app: &TestApp, user: &str, last_event_id: u64) -> SseStream {
-    let req = app
-        .subscribe_request(&app.user_token(user))
-        .query(&[("lastEventId", last_event_id.to_string())]);
-    app.subscribe_with(req).await
-}
-
-/// Reads `n` messages; returns (id, n) pairs.
-async fn messages(stream: &mut SseStream, n: usize) -> Vec<(u64, usize)> {
-    let mut out = Vec::new();
-    for _ in 0..n {
-        let (id, data) = stream.next_message().await;
-        out.push((
-            id,
-            note_n(&data).unwrap_or_else(|| panic!("unexpected payload {data}")),
-        ));
-    }
-    out
-}
+use crate::helpers::note;
+use crate::support::{messages, new_secret, resume, start_node, Nats, RawNats, USER_SUBJECT};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_offline_user_gets_what_was_published_meanwhile_on_connect() {

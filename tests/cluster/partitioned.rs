@@ -8,31 +8,13 @@ use std::time::Duration;
 use campusbite_notify::bus::nats::partition_of;
 use serde_json::Value;
 
-use crate::helpers::{note, spawn_process, SseStream, TestApp};
+use crate::helpers::{note, spawn_process};
 use crate::support::{
-    new_secret, note_n, partition_mapping, report, start_node, Nats, RawNats, STREAM, USER_SUBJECT,
+    messages, new_secret, partition_mapping, report, resume, start_node, Nats, RawNats, STREAM,
+    USER_SUBJECT,
 };
 
 const PARTITIONS: u32 = 4;
-
-async fn resume(app: &TestApp, user: &str, last_event_id: u64) -> SseStream {
-    let req = app
-        .subscribe_request(&app.user_token(user))
-        .query(&[("lastEventId", last_event_id.to_string())]);
-    app.subscribe_with(req).await
-}
-
-async fn messages(stream: &mut SseStream, n: usize) -> Vec<(u64, usize)> {
-    let mut out = Vec::new();
-    for _ in 0..n {
-        let (id, data) = stream.next_message().await;
-        out.push((
-            id,
-            note_n(&data).unwrap_or_else(|| panic!("unexpected payload {data}")),
-        ));
-    }
-    out
-}
 
 /// A JetStream publish by a producer; returns (stream, sequence) from the ack.
 async fn js_publish(raw: &mut RawNats, user: &str, msg_id: &str, n: usize) -> (String, u64) {

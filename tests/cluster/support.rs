@@ -21,7 +21,7 @@ use tokio::net::TcpStream;
 
 use crate::helpers::{
     http_client, note, now_secs, random_hex, sign_hs256, spawn_app_raw, SseItem, SseParser,
-    TestApp, PUBLISH, PUBLISH_SCOPE, SUBSCRIBE,
+    SseStream, TestApp, PUBLISH, PUBLISH_SCOPE, SUBSCRIBE,
 };
 
 /// The JetStream stream the gateway creates for the default prefix.
@@ -583,6 +583,27 @@ pub async fn try_publish(
 pub fn note_n(data: &str) -> Option<usize> {
     let v: Value = serde_json::from_str(data).ok()?;
     v["data"]["n"].as_u64().map(|n| n as usize)
+}
+
+/// Opens `user`'s stream resuming after `last_event_id` (`?lastEventId=`).
+pub async fn resume(app: &TestApp, user: &str, last_event_id: u64) -> SseStream {
+    let req = app
+        .subscribe_request(&app.user_token(user))
+        .query(&[("lastEventId", last_event_id.to_string())]);
+    app.subscribe_with(req).await
+}
+
+/// Reads `n` messages of `note(n)` payloads; returns (id, n) pairs.
+pub async fn messages(stream: &mut SseStream, n: usize) -> Vec<(u64, usize)> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let (id, data) = stream.next_message().await;
+        out.push((
+            id,
+            note_n(&data).unwrap_or_else(|| panic!("unexpected payload {data}")),
+        ));
+    }
+    out
 }
 
 // ---------------------------------------------------------------------------
