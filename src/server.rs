@@ -194,7 +194,7 @@ impl Application {
                 .downcast_ref::<actix_web::rt::net::TcpStream>()
                 .and_then(SocketHandle::of)
             {
-                data.insert(handle);
+                data.insert(handle.into_cut_off());
             }
         })
         // A closed browser must free its stream at once, even when it is silent.

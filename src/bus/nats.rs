@@ -41,6 +41,7 @@ use super::{BoxFuture, Bus, BusError, BusMessage, History, Subscription};
 use crate::config::ConfigError;
 use crate::event::{Event, EventId, Payload};
 use crate::metrics::{metrics, DropReason};
+use crate::sse;
 use crate::user_id::UserId;
 
 /// How long JetStream remembers a `Nats-Msg-Id` (publish retries must fit).
@@ -495,7 +496,7 @@ impl NatsBus {
                 Ok(payload) => {
                     history
                         .events
-                        .push(Event::new(EventId(message.sequence), None, &payload))
+                        .push(sse::event(EventId(message.sequence), None, &payload))
                 }
                 Err(_) => metrics().dropped(DropReason::InvalidPayload).increment(1),
             }
@@ -706,7 +707,7 @@ fn live_event(headers: &Option<HeaderMap>, payload: &[u8]) -> Option<Event> {
     let id = number(NATS_SEQUENCE)?;
     let previous = number(NATS_LAST_SEQUENCE).filter(|&p| p > 0).map(EventId);
     let payload = Payload::from_json(payload).ok()?;
-    Some(Event::new(EventId(id), previous, &payload))
+    Some(sse::event(EventId(id), previous, &payload))
 }
 
 /// Ends a live subscription: stops the forwarder (dropping the NATS
