@@ -16,7 +16,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::auth::Authenticator;
 use crate::bus::embedded::{EmbeddedBus, HistoryLimits};
-use crate::bus::nats::{NatsBus, NatsSettings, SharedNatsBus};
+use crate::bus::nats::{NatsBus, NatsError, NatsSetting, NatsSettings, SharedNatsBus, StreamField};
 use crate::bus::Bus;
 use crate::config::{ConfigError, ServeConfig};
 use crate::http::{self, ApiLimits, AppState, ConnectionSlots, SocketHandle};
@@ -115,10 +115,12 @@ impl Application {
         });
         let mut server = pin!(server);
         let mut failure = failure;
+        // The server future must keep being polled while it stops (it
+        // handles the stop command), hence the joins below.
         let result = tokio::select! {
             result = &mut server => result.map_err(StartError::from),
             error = &mut failure => {
-                handle.stop(false).await;
+                let _ = futures_util::future::join(&mut server, handle.stop(false)).await;
                 Err(error)
             }
             () = shutdown => {
@@ -130,7 +132,6 @@ impl Application {
                     registry.close_all(Duration::ZERO).await;
                     handle.stop(true).await;
                 };
-                // The server keeps running (and answering) while it drains.
                 let (result, ()) = futures_util::future::join(&mut server, drain).await;
                 result.map_err(StartError::from)
             }
@@ -264,8 +265,25 @@ async fn start_bus(config: &ServeConfig) -> Result<(Arc<dyn Bus>, Failure), Star
         max_age: config.history_max_age,
         partitions: u32::from(config.stream_partitions),
     })
-    .await?;
+    .await
+    .map_err(nats_config_error)?;
     let failed = nats.failed();
-    let failure: Failure = Box::pin(async move { StartError::Config(failed.await) });
+    let failure: Failure = Box::pin(async move { nats_config_error(failed.await).into() });
     Ok((Arc::new(SharedNatsBus(nats)), failure))
+}
+
+/// A NATS error as the setting at fault (its variable) and what is wrong.
+fn nats_config_error(error: NatsError) -> ConfigError {
+    let name = match error.setting() {
+        NatsSetting::Urls => "NOTIFY_NATS_URL",
+        NatsSetting::Partitions => "NOTIFY_STREAM_PARTITIONS",
+        NatsSetting::CredsFile => "NOTIFY_NATS_CREDS_FILE",
+    };
+    let why = error.describe(|field| match field {
+        StreamField::MaxMessagesPerSubject => "NOTIFY_HISTORY_DEPTH",
+        StreamField::MaxAge => "NOTIFY_HISTORY_MAX_AGE",
+        StreamField::Replicas => "NOTIFY_STREAM_REPLICAS",
+        StreamField::Subjects | StreamField::Republish | StreamField::AllowDirect => "",
+    });
+    ConfigError::new(name, why)
 }

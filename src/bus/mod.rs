@@ -2,7 +2,7 @@
 //! nodes that have the user online.
 //!
 //! Two implementations, chosen at start-up: [`embedded`] (one node, in
-//! memory) and, with `NOTIFY_NATS_URL`, NATS JetStream. Both give the same
+//! memory) and, when NATS servers are configured, NATS JetStream. Both give the same
 //! guarantees to the actor of an online user: after `subscribe` returns,
 //! every later notification of that user arrives as [`BusMessage::Event`],
 //! and `history` returns the retained ones after any id.
