@@ -1,11 +1,13 @@
 //! `serve` settings: every one a flag and a `NOTIFY_*` environment variable
-//! (CONTRACT.md §4). A flag's long name is its variable's name without the
+//! (docs/protocol.md §4). A flag's long name is its variable's name without the
 //! `NOTIFY_` prefix, so an error can always name the variable.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use actix_web::cookie::SameSite;
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::Args;
 
 /// Settings of `campusbite-notify serve`.
@@ -40,8 +42,36 @@ pub struct ServeConfig {
     pub token_expiry_warning: Duration,
 
     /// Comma-separated NATS servers; unset means the embedded single-node bus.
-    #[arg(long, env = "NOTIFY_NATS_URL")]
-    pub nats_url: Option<String>,
+    #[arg(long, env = "NOTIFY_NATS_URL", value_parser = nats_servers)]
+    pub nats_url: Option<NatsServers>,
+
+    /// NATS credentials file (`.creds`: user JWT and NKey seed).
+    #[arg(long, env = "NOTIFY_NATS_CREDS_FILE")]
+    pub nats_creds_file: Option<PathBuf>,
+
+    /// NATS user name (with NOTIFY_NATS_PASSWORD).
+    #[arg(long, env = "NOTIFY_NATS_USER")]
+    pub nats_user: Option<String>,
+
+    /// NATS password (with NOTIFY_NATS_USER).
+    #[arg(long, env = "NOTIFY_NATS_PASSWORD", hide_env_values = true)]
+    pub nats_password: Option<String>,
+
+    /// NATS authentication token.
+    #[arg(long, env = "NOTIFY_NATS_TOKEN", hide_env_values = true)]
+    pub nats_token: Option<String>,
+
+    /// PEM CA certificate(s) the NATS servers' certificates must chain to; requires TLS.
+    #[arg(long, env = "NOTIFY_NATS_TLS_CA_FILE")]
+    pub nats_tls_ca_file: Option<PathBuf>,
+
+    /// PEM client certificate for mutual TLS with NATS (with NOTIFY_NATS_TLS_KEY_FILE).
+    #[arg(long, env = "NOTIFY_NATS_TLS_CERT_FILE")]
+    pub nats_tls_cert_file: Option<PathBuf>,
+
+    /// PEM private key of the NATS client certificate.
+    #[arg(long, env = "NOTIFY_NATS_TLS_KEY_FILE")]
+    pub nats_tls_key_file: Option<PathBuf>,
 
     /// NATS subject prefix (`<prefix>.user.<userId>`).
     #[arg(long, env = "NOTIFY_SUBJECT_PREFIX", default_value = "campusbite.notify", value_parser = subject_prefix)]
@@ -101,8 +131,8 @@ pub struct ServeConfig {
     pub cors_origins: Option<String>,
 
     /// `SameSite` of the session cookie: `none` (cross-site pages), `lax` or `strict`.
-    #[arg(long, env = "NOTIFY_COOKIE_SAME_SITE", default_value = "none", value_parser = ["none", "lax", "strict"])]
-    pub cookie_same_site: String,
+    #[arg(long, env = "NOTIFY_COOKIE_SAME_SITE", default_value = "none", value_parser = PossibleValuesParser::new(["none", "lax", "strict"]).map(same_site))]
+    pub cookie_same_site: SameSite,
 
     /// Drain time on SIGTERM: streams are ended spread over it, then the process exits.
     #[arg(long, env = "NOTIFY_SHUTDOWN_GRACE", default_value = "20s", value_parser = duration)]
@@ -120,6 +150,10 @@ pub struct ServeConfig {
     #[arg(long, env = "NOTIFY_WORKERS", value_parser = clap::value_parser!(u16).range(1..=256))]
     pub workers: Option<u16>,
 }
+
+/// The NATS servers of `NOTIFY_NATS_URL`, split and trimmed (never empty).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NatsServers(pub Vec<String>);
 
 /// A setting that parsed but cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -176,9 +210,67 @@ impl ServeConfig {
                 "NOTIFY_TLS_CERT_FILE and NOTIFY_TLS_KEY_FILE go together",
             ));
         }
-        if let Some(url) = &self.nats_url {
-            if url.split(',').all(|u| u.trim().is_empty()) {
-                return Err(ConfigError::new("NOTIFY_NATS_URL", "no server given"));
+        self.validate_nats_access()
+    }
+
+    /// NATS credentials: at most one method, complete pairs, readable files,
+    /// and only with NATS servers.
+    fn validate_nats_access(&self) -> Result<(), ConfigError> {
+        let methods = [
+            ("NOTIFY_NATS_CREDS_FILE", self.nats_creds_file.is_some()),
+            (
+                "NOTIFY_NATS_USER",
+                self.nats_user.is_some() || self.nats_password.is_some(),
+            ),
+            ("NOTIFY_NATS_TOKEN", self.nats_token.is_some()),
+        ];
+        let mut chosen = methods
+            .iter()
+            .filter(|(_, set)| *set)
+            .map(|(name, _)| *name);
+        if let (Some(first), Some(second)) = (chosen.next(), chosen.next()) {
+            return Err(ConfigError::new(
+                second,
+                format!("{first} is set too; choose one NATS authentication method (NOTIFY_NATS_CREDS_FILE, NOTIFY_NATS_USER + NOTIFY_NATS_PASSWORD, or NOTIFY_NATS_TOKEN)"),
+            ));
+        }
+        let pairs = [
+            (
+                "NOTIFY_NATS_USER",
+                self.nats_user.is_some(),
+                "NOTIFY_NATS_PASSWORD",
+                self.nats_password.is_some(),
+            ),
+            (
+                "NOTIFY_NATS_TLS_CERT_FILE",
+                self.nats_tls_cert_file.is_some(),
+                "NOTIFY_NATS_TLS_KEY_FILE",
+                self.nats_tls_key_file.is_some(),
+            ),
+        ];
+        for (a, a_set, b, b_set) in pairs {
+            if a_set != b_set {
+                let (missing, given) = if a_set { (b, a) } else { (a, b) };
+                return Err(ConfigError::new(missing, format!("required with {given}")));
+            }
+        }
+        let files = [
+            ("NOTIFY_NATS_CREDS_FILE", &self.nats_creds_file),
+            ("NOTIFY_NATS_TLS_CA_FILE", &self.nats_tls_ca_file),
+            ("NOTIFY_NATS_TLS_CERT_FILE", &self.nats_tls_cert_file),
+            ("NOTIFY_NATS_TLS_KEY_FILE", &self.nats_tls_key_file),
+        ];
+        for (name, file) in files {
+            let Some(file) = file else { continue };
+            if self.nats_url.is_none() {
+                return Err(ConfigError::new(name, "only used with NOTIFY_NATS_URL"));
+            }
+            std::fs::File::open(file)
+                .map_err(|e| ConfigError::new(name, format!("{}: {e}", file.display())))?;
+        }
+        if self.nats_url.is_none() {
+            if let Some((name, _)) = methods.iter().find(|(_, set)| *set) {
+                return Err(ConfigError::new(name, "only used with NOTIFY_NATS_URL"));
             }
         }
         Ok(())
@@ -200,6 +292,27 @@ impl ServeConfig {
 fn duration(raw: &str) -> Result<Duration, String> {
     humantime::parse_duration(raw.trim())
         .map_err(|e| format!("expected a duration like 15s, 20m or 24h ({e})"))
+}
+
+fn nats_servers(raw: &str) -> Result<NatsServers, String> {
+    let servers: Vec<String> = raw
+        .split(',')
+        .map(|u| u.trim().to_owned())
+        .filter(|u| !u.is_empty())
+        .collect();
+    if servers.is_empty() {
+        Err("no server given".into())
+    } else {
+        Ok(NatsServers(servers))
+    }
+}
+
+fn same_site(raw: String) -> SameSite {
+    match raw.as_str() {
+        "strict" => SameSite::Strict,
+        "lax" => SameSite::Lax,
+        _ => SameSite::None,
+    }
 }
 
 fn subject_prefix(raw: &str) -> Result<String, String> {

@@ -16,7 +16,9 @@ use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::auth::Authenticator;
 use crate::bus::embedded::{EmbeddedBus, HistoryLimits};
-use crate::bus::nats::{NatsBus, NatsError, NatsSetting, NatsSettings, SharedNatsBus, StreamField};
+use crate::bus::nats::{
+    NatsAuth, NatsBus, NatsError, NatsSetting, NatsSettings, NatsTls, SharedNatsBus, StreamField,
+};
 use crate::bus::Bus;
 use crate::config::{ConfigError, ServeConfig};
 use crate::http::{self, ApiLimits, AppState, ConnectionSlots, SocketHandle};
@@ -168,11 +170,7 @@ impl Application {
                 max_notification_bytes: config.max_notification_bytes as usize,
                 max_batch_users: config.max_batch_users as usize,
                 sink_queue: config.sink_queue as usize,
-                cookie_same_site: match config.cookie_same_site.as_str() {
-                    "strict" => actix_web::cookie::SameSite::Strict,
-                    "lax" => actix_web::cookie::SameSite::Lax,
-                    _ => actix_web::cookie::SameSite::None,
-                },
+                cookie_same_site: config.cookie_same_site,
             },
             prometheus: prometheus.clone(),
         });
@@ -245,7 +243,7 @@ impl Application {
 
 /// The bus the settings ask for, and what resolves if it fails later.
 async fn start_bus(config: &ServeConfig) -> Result<(Arc<dyn Bus>, Failure), StartError> {
-    let Some(urls) = &config.nats_url else {
+    let Some(servers) = &config.nats_url else {
         let bus = EmbeddedBus::start(HistoryLimits {
             depth: config.history_depth as usize,
             max_age: config.history_max_age,
@@ -254,16 +252,20 @@ async fn start_bus(config: &ServeConfig) -> Result<(Arc<dyn Bus>, Failure), Star
         return Ok((Arc::new(bus), Box::pin(std::future::pending())));
     };
     let nats = NatsBus::start(NatsSettings {
-        urls: urls
-            .split(',')
-            .map(|u| u.trim().to_owned())
-            .filter(|u| !u.is_empty())
-            .collect(),
+        urls: servers.0.clone(),
         prefix: config.subject_prefix.clone(),
         replicas: usize::from(config.stream_replicas),
         depth: i64::from(config.history_depth),
         max_age: config.history_max_age,
         partitions: u32::from(config.stream_partitions),
+        auth: nats_auth(config),
+        tls: NatsTls {
+            ca_file: config.nats_tls_ca_file.clone(),
+            client_cert: config
+                .nats_tls_cert_file
+                .clone()
+                .zip(config.nats_tls_key_file.clone()),
+        },
     })
     .await
     .map_err(nats_config_error)?;
@@ -278,6 +280,8 @@ fn nats_config_error(error: NatsError) -> ConfigError {
         NatsSetting::Urls => "NOTIFY_NATS_URL",
         NatsSetting::Partitions => "NOTIFY_STREAM_PARTITIONS",
         NatsSetting::CredsFile => "NOTIFY_NATS_CREDS_FILE",
+        NatsSetting::Password => "NOTIFY_NATS_PASSWORD",
+        NatsSetting::Token => "NOTIFY_NATS_TOKEN",
     };
     let why = error.describe(|field| match field {
         StreamField::MaxMessagesPerSubject => "NOTIFY_HISTORY_DEPTH",
@@ -286,4 +290,20 @@ fn nats_config_error(error: NatsError) -> ConfigError {
         StreamField::Subjects | StreamField::Republish | StreamField::AllowDirect => "",
     });
     ConfigError::new(name, why)
+}
+
+/// The one NATS authentication method `validate` let through.
+fn nats_auth(config: &ServeConfig) -> NatsAuth {
+    if let Some(file) = &config.nats_creds_file {
+        NatsAuth::CredsFile(file.clone())
+    } else if let (Some(user), Some(password)) = (&config.nats_user, &config.nats_password) {
+        NatsAuth::UserPassword {
+            user: user.clone(),
+            password: password.clone(),
+        }
+    } else if let Some(token) = &config.nats_token {
+        NatsAuth::Token(token.clone())
+    } else {
+        NatsAuth::None
+    }
 }

@@ -13,6 +13,7 @@
 mod helpers;
 mod support;
 
+mod access;
 mod config;
 mod cross_node;
 mod isolation;

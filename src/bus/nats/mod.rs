@@ -36,7 +36,7 @@ mod provision;
 mod publish;
 mod settings;
 
-pub use settings::{partition_of, NatsSettings};
+pub use settings::{partition_of, NatsAuth, NatsSettings, NatsTls};
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -123,6 +123,10 @@ pub enum NatsSetting {
     Partitions,
     /// [`NatsAuth::CredsFile`].
     CredsFile,
+    /// The password of [`NatsAuth::UserPassword`].
+    Password,
+    /// [`NatsAuth::Token`].
+    Token,
 }
 
 impl NatsError {
@@ -179,6 +183,38 @@ pub struct StreamDiff {
     pub wanted: String,
 }
 
+/// Turns the servers' refusal of the node's credentials into a start-up
+/// failure, as long as the node has never been connected (later, a refusal
+/// is retried like any other connection failure).
+#[derive(Clone)]
+struct Refusal {
+    ever_connected: Arc<AtomicBool>,
+    setting: NatsSetting,
+    failure: Arc<Mutex<Option<oneshot::Sender<NatsError>>>>,
+}
+
+impl Refusal {
+    /// Called with the reason of a failed connection attempt.
+    fn check(&self, why: &str) {
+        let refused = [
+            async_nats::ConnectErrorKind::AuthorizationViolation,
+            async_nats::ConnectErrorKind::Authentication,
+        ]
+        .iter()
+        .any(|kind| kind.to_string() == why);
+        if !refused || self.ever_connected.load(Ordering::Acquire) {
+            return;
+        }
+        let failure = self.failure.lock().ok().and_then(|mut f| f.take());
+        if let Some(failure) = failure {
+            let _ = failure.send(NatsError::Connect {
+                setting: self.setting,
+                why: format!("the NATS servers refused the connection: {why}"),
+            });
+        }
+    }
+}
+
 /// The NATS bus. Cheap to share (`Arc`).
 pub struct NatsBus {
     settings: NatsSettings,
@@ -190,7 +226,7 @@ pub struct NatsBus {
     subscribers: Arc<DashMap<UserId, (u64, Recipient<BusMessage>)>>,
     next_token: AtomicU64,
     /// Set when the stream(s) turn out incompatible after start-up.
-    failure: Mutex<Option<oneshot::Sender<NatsError>>>,
+    failure: Arc<Mutex<Option<oneshot::Sender<NatsError>>>>,
     failed: Mutex<Option<oneshot::Receiver<NatsError>>>,
 }
 
@@ -201,15 +237,24 @@ impl NatsBus {
     pub async fn start(settings: NatsSettings) -> Result<Arc<Self>, NatsError> {
         let connected = Arc::new(AtomicBool::new(false));
         let subscribers: Arc<DashMap<UserId, (u64, Recipient<BusMessage>)>> = Arc::default();
+        let (failure, failed) = oneshot::channel();
+        let failure = Arc::new(Mutex::new(Some(failure)));
+        let refused = Refusal {
+            ever_connected: Arc::default(),
+            setting: settings.auth.setting(),
+            failure: failure.clone(),
+        };
         let on_event = {
             let connected = connected.clone();
             let subscribers = subscribers.clone();
             move |event: async_nats::Event| {
                 let connected = connected.clone();
                 let subscribers = subscribers.clone();
+                let refused = refused.clone();
                 async move {
                     match event {
                         async_nats::Event::Connected => {
+                            refused.ever_connected.store(true, Ordering::Release);
                             let was = connected.swap(true, Ordering::AcqRel);
                             tracing::info!("NATS connected");
                             if !was {
@@ -227,12 +272,18 @@ impl NatsBus {
                         async_nats::Event::SlowConsumer(sid) => {
                             tracing::warn!(sid, "NATS subscription fell behind; the gap will be repaired from history")
                         }
+                        async_nats::Event::ClientError(async_nats::ClientError::Other(why)) => {
+                            refused.check(&why);
+                            tracing::warn!(error = %why, "NATS connection attempt failed");
+                        }
                         other => tracing::info!(event = %other, "NATS event"),
                     }
                 }
             }
         };
-        let client = async_nats::ConnectOptions::new()
+        let client = settings
+            .connect_options()
+            .await?
             .name("campusbite-notify")
             .connection_timeout(Duration::from_secs(2))
             .ping_interval(Duration::from_secs(5))
@@ -252,7 +303,6 @@ impl NatsBus {
         let jetstream = jetstream::ContextBuilder::new()
             .timeout(PUBLISH_ACK_TIMEOUT)
             .build(client.clone());
-        let (failure, failed) = oneshot::channel();
         let bus = Arc::new(Self {
             settings,
             client,
@@ -261,13 +311,27 @@ impl NatsBus {
             connected,
             subscribers,
             next_token: AtomicU64::new(0),
-            failure: Mutex::new(Some(failure)),
+            failure,
             failed: Mutex::new(Some(failed)),
         });
         // Wait a little for the stream so that a wrong configuration stops
         // start-up; if NATS is not reachable yet, keep trying in the background
-        // (the node is not ready meanwhile).
-        match tokio::time::timeout(Duration::from_secs(5), bus.ensure_stream()).await {
+        // (the node is not ready meanwhile). Refused credentials stop it too.
+        let wait = tokio::time::timeout(Duration::from_secs(5), bus.ensure_stream());
+        let ensured = match bus.failed.lock().ok().and_then(|mut f| f.take()) {
+            Some(mut failed) => {
+                let ensured = tokio::select! {
+                    ensured = wait => ensured,
+                    Ok(error) = &mut failed => return Err(error),
+                };
+                if let Ok(mut slot) = bus.failed.lock() {
+                    *slot = Some(failed);
+                }
+                ensured
+            }
+            None => wait.await,
+        };
+        match ensured {
             Ok(Ok(())) => {}
             Ok(Err(EnsureError::Incompatible(error))) => return Err(error),
             Ok(Err(EnsureError::Transient(why))) => bus.keep_ensuring_stream(why),

@@ -1,10 +1,14 @@
 //! What the node asks of NATS: servers, credentials, and the names and
 //! configuration of its streams and subjects.
 
+use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use async_nats::jetstream::stream;
+use async_nats::ConnectOptions;
 
+use super::{NatsError, NatsSetting};
 use crate::user_id::UserId;
 
 /// How long JetStream remembers a `Nats-Msg-Id` (publish retries must fit).
@@ -25,6 +29,66 @@ pub struct NatsSettings {
     pub max_age: Duration,
     /// Streams the users are partitioned over (1 = one stream, no mapping).
     pub partitions: u32,
+    /// How the node authenticates.
+    pub auth: NatsAuth,
+    /// TLS towards the servers.
+    pub tls: NatsTls,
+}
+
+/// How the node proves who it is to the NATS servers (one method).
+#[derive(Clone, Default)]
+pub enum NatsAuth {
+    /// No credentials.
+    #[default]
+    None,
+    /// A `.creds` file (user JWT and NKey seed).
+    CredsFile(PathBuf),
+    /// User name and password.
+    UserPassword {
+        /// The user.
+        user: String,
+        /// Its password.
+        password: String,
+    },
+    /// A token.
+    Token(String),
+}
+
+impl fmt::Debug for NatsAuth {
+    /// Never shows a secret.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::None => f.write_str("None"),
+            Self::CredsFile(path) => f.debug_tuple("CredsFile").field(path).finish(),
+            Self::UserPassword { user, .. } => f
+                .debug_struct("UserPassword")
+                .field("user", user)
+                .finish_non_exhaustive(),
+            Self::Token(_) => f.write_str("Token(..)"),
+        }
+    }
+}
+
+impl NatsAuth {
+    /// The setting to name when the servers refuse these credentials.
+    pub(super) fn setting(&self) -> NatsSetting {
+        match self {
+            Self::None => NatsSetting::Urls,
+            Self::CredsFile(_) => NatsSetting::CredsFile,
+            Self::UserPassword { .. } => NatsSetting::Password,
+            Self::Token(_) => NatsSetting::Token,
+        }
+    }
+}
+
+/// TLS towards the NATS servers.
+#[derive(Debug, Clone, Default)]
+pub struct NatsTls {
+    /// PEM CA certificate(s) the servers' certificates must chain to; TLS
+    /// is then required.
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate and its key, for mutual TLS.
+    pub client_cert: Option<(PathBuf, PathBuf)>,
 }
 
 /// The partition of `user` among `partitions`, exactly as nats-server's
@@ -41,6 +105,36 @@ pub fn partition_of(user: &str, partitions: u32) -> u32 {
 }
 
 impl NatsSettings {
+    /// The connection options these settings ask for: credentials and TLS.
+    pub(super) async fn connect_options(&self) -> Result<ConnectOptions, NatsError> {
+        let mut options = ConnectOptions::new();
+        options = match &self.auth {
+            NatsAuth::None => options,
+            NatsAuth::CredsFile(path) => {
+                options
+                    .credentials_file(path)
+                    .await
+                    .map_err(|e| NatsError::Connect {
+                        setting: NatsSetting::CredsFile,
+                        why: format!("{}: {e}", path.display()),
+                    })?
+            }
+            NatsAuth::UserPassword { user, password } => {
+                options.user_and_password(user.clone(), password.clone())
+            }
+            NatsAuth::Token(token) => options.token(token.clone()),
+        };
+        if let Some(ca) = &self.tls.ca_file {
+            options = options.add_root_certificates(ca.clone()).require_tls(true);
+        }
+        if let Some((cert, key)) = &self.tls.client_cert {
+            options = options
+                .add_client_certificate(cert.clone(), key.clone())
+                .require_tls(true);
+        }
+        Ok(options)
+    }
+
     /// The stream's name: the prefix in capitals, `.` as `_`; in partitioned
     /// mode the base of `<name>_<partition>`.
     pub fn stream_name(&self) -> String {
@@ -149,6 +243,8 @@ mod tests {
             depth: 100,
             max_age: Duration::from_secs(3600),
             partitions,
+            auth: NatsAuth::None,
+            tls: NatsTls::default(),
         }
     }
 
