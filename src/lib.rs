@@ -27,7 +27,6 @@ pub mod config;
 pub mod event;
 pub mod frame_queue;
 pub mod http;
-pub mod loadgen;
 pub mod metrics;
 pub mod registry;
 pub mod server;
