@@ -33,13 +33,13 @@ pub mod tokens;
 
 pub use api::NodeApi;
 pub use cluster::{
-    kill9_node, live, messages, note_n, report, resume, status_of, try_publish, wait_status,
-    Audit, Connect, FollowLog, Follower, Live, Seen,
+    kill9_node, live, messages, note_n, report, resume, status_of, try_publish, wait_status, Audit,
+    Connect, FollowLog, Follower, Live, Seen, TwoNodes,
 };
 pub use metrics::{Metrics, Sample};
 pub use nats::{
-    free_ports, nats_bin, partition_mapping, Nats, NatsClient, NatsServer, TempDir, STREAM,
-    USER_SUBJECT,
+    free_ports, nats_bin, next_msg, partition_mapping, Nats, NatsClient, NatsServer, TempDir,
+    STREAM, USER_SUBJECT,
 };
 pub use node::{Node, RawProcess, TestApp};
 pub use sse::{SseEvent, SseItem, SseParser, SseStream};
@@ -52,6 +52,72 @@ pub use tokens::{publisher_token, sign_hs256, user_token};
 macro_rules! bin {
     () => {
         env!("CARGO_BIN_EXE_campusbite-notify")
+    };
+}
+
+/// Defines, in the calling test binary, the start-up helpers bound to its
+/// `campusbite-notify` binary: `spawn_app()`, `spawn_app_with(envs)`,
+/// `spawn_app_raw(envs)` (no secret added), `spawn_process(envs)` (not
+/// waiting for the listening line), and for clusters
+/// `start_node(secret, nats_urls, replicas, extra)` and
+/// `two_nodes(nats, extra)`. Each test binary uses a different subset.
+#[macro_export]
+macro_rules! node_helpers {
+    () => {
+        /// Starts the server with a fresh random HS256 secret.
+        #[allow(dead_code)]
+        pub async fn spawn_app() -> $crate::TestApp {
+            $crate::Node::builder($crate::bin!()).spawn().await
+        }
+
+        /// Starts the server with a fresh random HS256 secret and extra settings.
+        #[allow(dead_code)]
+        pub async fn spawn_app_with(envs: &[(&str, &str)]) -> $crate::TestApp {
+            $crate::Node::builder($crate::bin!())
+                .envs(envs)
+                .spawn()
+                .await
+        }
+
+        /// Starts the server with exactly these settings (no secret added).
+        #[allow(dead_code)]
+        pub async fn spawn_app_raw(envs: &[(&str, &str)]) -> $crate::TestApp {
+            $crate::Node::builder($crate::bin!())
+                .no_secret()
+                .envs(envs)
+                .spawn()
+                .await
+        }
+
+        /// Starts the binary with exactly these settings, without waiting
+        /// for it to listen.
+        #[allow(dead_code)]
+        pub fn spawn_process(envs: &[(&str, &str)]) -> $crate::RawProcess {
+            $crate::Node::builder($crate::bin!())
+                .no_secret()
+                .envs(envs)
+                .spawn_process()
+        }
+
+        /// Starts a gateway node on NATS and waits until it is ready.
+        #[allow(dead_code)]
+        pub async fn start_node(
+            secret: &str,
+            nats_urls: &str,
+            replicas: usize,
+            extra: &[(&str, &str)],
+        ) -> $crate::TestApp {
+            $crate::cluster::start_node($crate::bin!(), secret, nats_urls, replicas, extra).await
+        }
+
+        /// Starts two ready gateway nodes on every server of `nats`.
+        #[allow(dead_code)]
+        pub async fn two_nodes(
+            nats: $crate::Nats,
+            extra: &[(&str, &str)],
+        ) -> $crate::cluster::TwoNodes {
+            $crate::cluster::two_nodes($crate::bin!(), nats, extra).await
+        }
     };
 }
 
@@ -232,7 +298,9 @@ mod tests {
     fn random_hex_has_the_asked_length_and_only_hex_digits() {
         let h = random_hex(48);
         assert_eq!(h.len(), 48);
-        assert!(h.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        assert!(h
+            .chars()
+            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
         assert_ne!(h, random_hex(48));
     }
 }

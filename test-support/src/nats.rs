@@ -563,3 +563,11 @@ impl NatsClient {
         }
     }
 }
+
+/// The next message of `sub` within the deadline.
+pub async fn next_msg(sub: &mut async_nats::Subscriber) -> async_nats::Message {
+    tokio::time::timeout(Duration::from_secs(10), sub.next())
+        .await
+        .expect("a message within the deadline")
+        .expect("the subscription is open")
+}

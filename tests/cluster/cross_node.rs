@@ -3,7 +3,7 @@
 //! per stream, with the same id everywhere.
 
 use crate::helpers::{note, SseStream};
-use crate::support::{new_secret, note_n, start_node, Nats, RawNats, USER_SUBJECT};
+use crate::support::{new_secret, note_n, start_node, Nats, NatsClient, USER_SUBJECT};
 
 /// Reads messages up to and including `last`; returns (id, n) pairs.
 async fn read_through(stream: &mut SseStream, last: u64) -> Vec<(u64, usize)> {
@@ -33,7 +33,7 @@ async fn a_user_receives_on_any_node_what_is_published_anywhere_once_per_stream(
         start_node(&secret, &urls, 3, &[]),
         start_node(&secret, &urls, 3, &[])
     );
-    let mut raw = RawNats::connect(nats.servers[2].port).await;
+    let raw = NatsClient::connect(nats.servers[2].port).await;
 
     // u1 is connected to node B only.
     let mut u1 = b.subscribe("u1").await;

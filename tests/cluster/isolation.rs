@@ -5,7 +5,7 @@
 use serde_json::json;
 
 use crate::helpers::{assert_error, note, SseStream, TestApp};
-use crate::support::{new_secret, note_n, start_node, Nats, RawNats, USER_SUBJECT};
+use crate::support::{new_secret, note_n, start_node, Nats, NatsClient, USER_SUBJECT};
 
 const INVALID: &[&str] = &[
     "*", ">", "a.b", "u1.x", " ", "$SYS", "u1*", "u1>", "u1 ", "\t", "",
@@ -60,7 +60,7 @@ async fn ids_that_are_not_one_subject_token_never_reach_another_users_notificati
     let mut u2 = b.subscribe("u2").await;
 
     // Straight to NATS: wildcard and multi-token subjects, core and JetStream.
-    let mut raw = RawNats::connect(nats.servers[0].port).await;
+    let raw = NatsClient::connect(nats.servers[0].port).await;
     let foreign = note(666).to_string();
     for subject in ["*", ">", "u1.x", "u1.>", "u2.*", "$SYS"] {
         raw.publish(&format!("{USER_SUBJECT}.{subject}"), foreign.as_bytes())

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use crate::helpers::http_client;
 use crate::support::{
     live, new_secret, publisher_token, report, start_node, status_of, tail, try_publish,
-    user_token, wait_for, Audit, FollowLog, Follower, Nats, RawNats,
+    user_token, wait_for, Audit, FollowLog, Follower, Nats, NatsClient,
 };
 
 /// What the publishers got back.
@@ -114,7 +114,7 @@ async fn killing_the_non_leader_nats_server_a_node_uses_loses_nothing() {
         },
     )
     .await;
-    let mut raw = RawNats::connect(nats.servers[(with_node + 1) % 3].port).await;
+    let raw = NatsClient::connect(nats.servers[(with_node + 1) % 3].port).await;
     let mut stepdowns = 0;
     let deadline = Instant::now() + Duration::from_secs(30);
     let leader = loop {

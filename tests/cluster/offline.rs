@@ -3,7 +3,7 @@
 //! `lastEventId=0` replays everything retained.
 
 use crate::helpers::note;
-use crate::support::{messages, new_secret, resume, start_node, Nats, RawNats, USER_SUBJECT};
+use crate::support::{messages, new_secret, resume, start_node, Nats, NatsClient, USER_SUBJECT};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_offline_user_gets_what_was_published_meanwhile_on_connect() {
@@ -14,7 +14,7 @@ async fn an_offline_user_gets_what_was_published_meanwhile_on_connect() {
         start_node(&secret, &urls, 3, &[]),
         start_node(&secret, &urls, 3, &[])
     );
-    let mut raw = RawNats::connect(nats.servers[1].port).await;
+    let raw = NatsClient::connect(nats.servers[1].port).await;
     let subject = format!("{USER_SUBJECT}.u1");
 
     let mut online = a.subscribe("u1").await;
