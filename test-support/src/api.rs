@@ -75,6 +75,15 @@ impl NodeApi {
             .query(&[("token", token)])
     }
 
+    /// Sends a subscribe request for `user` with a fresh token; returns the
+    /// response whatever its status (for refusals).
+    pub async fn subscribe_response(&self, user: &str) -> reqwest::Response {
+        self.subscribe_request(&self.user_token(user))
+            .send()
+            .await
+            .expect("subscribe request")
+    }
+
     /// Opens a stream for `user` with a fresh token, checks the 200 and
     /// reads up to the start frame.
     pub async fn subscribe(&self, user: &str) -> SseStream {

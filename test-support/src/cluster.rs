@@ -278,6 +278,20 @@ impl Follower {
         }
     }
 
+    /// Waits (at most `limit`) for every id in `acked`, stops following and
+    /// audits what arrived: (whether all arrived, the log, the audit).
+    pub async fn finish(
+        self,
+        acked: &BTreeMap<u64, usize>,
+        limit: Duration,
+    ) -> (bool, FollowLog, Audit) {
+        let ids: Vec<u64> = acked.keys().copied().collect();
+        let arrived = self.wait_ids(&ids, limit).await;
+        let log = self.stop().await;
+        let audit = Audit::of(&log.seen, acked);
+        (arrived, log, audit)
+    }
+
     /// Stops following and returns the log.
     pub async fn stop(self) -> FollowLog {
         self.stop.store(true, Ordering::Release);

@@ -37,11 +37,7 @@ async fn ids_that_are_not_one_subject_token_never_reach_another_users_notificati
     );
 
     for sub in INVALID {
-        let resp = a
-            .subscribe_request(&a.user_token(sub))
-            .send()
-            .await
-            .unwrap();
+        let resp = a.subscribe_response(sub).await;
         assert_error(resp, 401, "unauthorized").await;
         let resp = a
             .publish_request(json!({"userId": sub, "notification": note(0)}).to_string())

@@ -164,10 +164,9 @@ async fn killing_the_non_leader_nats_server_a_node_uses_loses_nothing() {
     let reconnect = killed_at.elapsed();
 
     let published = collect(publishers).await;
-    let ids: Vec<u64> = published.acked.keys().copied().collect();
-    let all_arrived = follower.wait_ids(&ids, Duration::from_secs(20)).await;
-    let log = follower.stop().await;
-    let audit = Audit::of(&log.seen, &published.acked);
+    let (all_arrived, log, audit) = follower
+        .finish(&published.acked, Duration::from_secs(20))
+        .await;
     report(
         TEST,
         &format!(
@@ -242,10 +241,9 @@ async fn killing_the_stream_leader_loses_no_acknowledged_publish() {
     traffic.stop.store(true, Ordering::Release);
     let published = collect(publishers).await;
 
-    let ids: Vec<u64> = published.acked.keys().copied().collect();
-    let all_arrived = follower.wait_ids(&ids, Duration::from_secs(20)).await;
-    let log = follower.stop().await;
-    let audit = Audit::of(&log.seen, &published.acked);
+    let (all_arrived, log, audit) = follower
+        .finish(&published.acked, Duration::from_secs(20))
+        .await;
     let after = nats.names(&nats.servers_with_gateway().await);
     report(
         TEST,
