@@ -114,16 +114,20 @@ impl NodeApi {
 
     /// A publish request with a publisher token and `body` as JSON text.
     pub fn publish_request(&self, body: impl Into<String>) -> RequestBuilder {
-        self.publish_request_as(&self.publisher_token(), body)
+        self.publish_request_as(&self.publisher_token(), body.into())
     }
 
     /// A publish request with `token` as the bearer and `body` as JSON text.
-    pub fn publish_request_as(&self, token: &str, body: impl Into<String>) -> RequestBuilder {
+    pub fn publish_request_as(
+        &self,
+        token: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> RequestBuilder {
         self.client
             .post(self.url(PUBLISH))
             .bearer_auth(token)
             .header("content-type", "application/json")
-            .body(body.into())
+            .body(body)
     }
 
     /// Sends `note(n)` for `user` with `token` as the bearer; returns the

@@ -270,15 +270,7 @@ async fn public_key_server_accepts_only_its_algorithm(
     let publisher = sign(json!({"sub": "svc", "exp": exp, "scope": PUBLISH_SCOPE}));
 
     let mut s = app.subscribe_with(app.subscribe_request(&user)).await;
-    let resp = app
-        .client
-        .post(app.url(PUBLISH))
-        .bearer_auth(&publisher)
-        .header("content-type", "application/json")
-        .body(json!({"userId": "u1", "notification": note(1)}).to_string())
-        .send()
-        .await
-        .unwrap();
+    let resp = app.publish_note_as(&publisher, "u1", 1).await;
     assert_eq!(resp.status().as_u16(), 202);
     let id: Value = resp.json().await.unwrap();
     assert_eq!(

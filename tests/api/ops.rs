@@ -235,14 +235,7 @@ async fn no_token_ever_appears_in_the_logs() {
     let publisher = app.publisher_token();
 
     let mut s = app.subscribe_with(app.subscribe_request(&good)).await;
-    app.client
-        .post(app.url(PUBLISH))
-        .bearer_auth(&publisher)
-        .header("content-type", "application/json")
-        .body(json!({"userId": "u1", "notification": note(1)}).to_string())
-        .send()
-        .await
-        .unwrap();
+    app.publish_note_as(&publisher, "u1", 1).await;
     s.next_message().await;
     for bad in [&expired, &wrong] {
         let resp = app.subscribe_request(bad).send().await.unwrap();

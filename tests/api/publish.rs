@@ -340,11 +340,7 @@ async fn a_token_without_the_publish_scope_is_refused_with_403_and_publishes_not
 
     for token in &tokens {
         let resp = app
-            .client
-            .post(app.url(PUBLISH))
-            .bearer_auth(token)
-            .header("content-type", "application/json")
-            .body(body.clone())
+            .publish_request_as(token, body.clone())
             .send()
             .await
             .unwrap();
@@ -368,11 +364,7 @@ async fn the_publish_scope_is_found_anywhere_in_a_space_separated_list() {
     ] {
         let token = app.sign(&json!({"sub": "svc", "exp": exp, "scope": scope}));
         let resp = app
-            .client
-            .post(app.url(PUBLISH))
-            .bearer_auth(&token)
-            .header("content-type", "application/json")
-            .body(body.clone())
+            .publish_request_as(&token, body.clone())
             .send()
             .await
             .unwrap();

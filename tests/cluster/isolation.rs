@@ -5,7 +5,7 @@
 use serde_json::json;
 
 use crate::helpers::{assert_error, note, SseStream, TestApp};
-use crate::support::{new_secret, note_n, start_node, Nats, NatsClient, USER_SUBJECT};
+use crate::support::{note_n, two_nodes, Nats, NatsClient, TwoNodes, USER_SUBJECT};
 
 const INVALID: &[&str] = &[
     "*", ">", "a.b", "u1.x", " ", "$SYS", "u1*", "u1>", "u1 ", "\t", "",
@@ -28,13 +28,7 @@ async fn from_zero(app: &TestApp, user: &str) -> SseStream {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ids_that_are_not_one_subject_token_never_reach_another_users_notifications() {
-    let nats = Nats::cluster().await;
-    let secret = new_secret();
-    let urls = nats.urls();
-    let (a, b) = tokio::join!(
-        start_node(&secret, &urls, 3, &[]),
-        start_node(&secret, &urls, 3, &[])
-    );
+    let TwoNodes { nats, a, b, .. } = two_nodes(Nats::cluster().await, &[]).await;
 
     for sub in INVALID {
         let resp = a.subscribe_response(sub).await;

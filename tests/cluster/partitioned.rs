@@ -9,8 +9,8 @@ use campusbite_notify::bus::nats::partition_of;
 
 use crate::helpers::{note, spawn_process};
 use crate::support::{
-    messages, new_secret, next_msg, partition_mapping, report, resume, start_node, Nats,
-    NatsClient, STREAM, USER_SUBJECT,
+    messages, new_secret, next_msg, partition_mapping, report, resume, start_node, two_nodes, Nats,
+    NatsClient, TwoNodes, STREAM, USER_SUBJECT,
 };
 
 const PARTITIONS: u32 = 4;
@@ -36,15 +36,10 @@ fn users_in_two_partitions() -> (String, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partitioned_mode_delivers_across_nodes_and_resumes_from_the_users_partition() {
-    let nats = Nats::cluster_partitioned(PARTITIONS).await;
-    let secret = new_secret();
-    let urls = nats.urls();
     let parts = PARTITIONS.to_string();
     let extra = [("NOTIFY_STREAM_PARTITIONS", parts.as_str())];
-    let (a, b) = tokio::join!(
-        start_node(&secret, &urls, 3, &extra),
-        start_node(&secret, &urls, 3, &extra)
-    );
+    let TwoNodes { nats, a, b, .. } =
+        two_nodes(Nats::cluster_partitioned(PARTITIONS).await, &extra).await;
     let raw = NatsClient::connect(nats.servers[2].port).await;
     let (u1, u2) = users_in_two_partitions();
     let stream_of = |u: &str| format!("{STREAM}_{}", partition_of(u, PARTITIONS));
