@@ -168,6 +168,18 @@ impl NodeApi {
         )
     }
 
+    /// Publishes `note(n)` to `user` and asserts that it is the next
+    /// message on `stream`; returns its id.
+    pub async fn publish_n_expecting(&self, stream: &mut SseStream, user: &str, n: usize) -> u64 {
+        let id = self.publish_n(user, n).await;
+        assert_eq!(
+            stream.next_message().await.0,
+            id,
+            "the notification just published"
+        );
+        id
+    }
+
     /// Publishes a small numbered notification to `user`; returns its id.
     pub async fn publish_n(&self, user: &str, n: usize) -> u64 {
         self.publish(user, &note(n)).await

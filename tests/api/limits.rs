@@ -35,8 +35,7 @@ async fn a_users_third_stream_is_refused_with_429_when_the_per_user_limit_is_two
 
     drop(first);
     let mut again = subscribe_eventually(&app, "u1").await;
-    let id = app.publish_n("u1", 1).await;
-    assert_eq!(again.next_message().await.0, id);
+    app.publish_n_expecting(&mut again, "u1", 1).await;
 }
 
 #[tokio::test]
@@ -58,6 +57,5 @@ async fn any_stream_beyond_the_node_limit_is_refused_with_503_node_full() {
 
     drop(first);
     let mut again = subscribe_eventually(&app, "u3").await;
-    let id = app.publish_n("u3", 1).await;
-    assert_eq!(again.next_message().await.0, id);
+    app.publish_n_expecting(&mut again, "u3", 1).await;
 }

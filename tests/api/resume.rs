@@ -74,8 +74,7 @@ async fn the_last_event_id_query_parameter_resumes_like_the_header() {
     let mut s = app.subscribe_with(req).await;
 
     assert_eq!(s.message_ids(2).await, vec![b, c]);
-    let d = app.publish_n("u1", 3).await;
-    assert_eq!(s.next_message().await.0, d);
+    app.publish_n_expecting(&mut s, "u1", 3).await;
 }
 
 #[tokio::test]
@@ -98,8 +97,7 @@ async fn the_last_event_id_header_wins_over_the_query_parameter() {
         d,
         "replay starts after the header's id"
     );
-    let e = app.publish_n("u1", 4).await;
-    assert_eq!(s.next_message().await.0, e);
+    app.publish_n_expecting(&mut s, "u1", 4).await;
 }
 
 #[tokio::test]
@@ -114,8 +112,7 @@ async fn a_connection_that_received_nothing_resumes_losslessly_from_its_start_fr
     let mut s = resume_header(&app, "u1", &cursor).await;
 
     assert_eq!(s.next_message().await.0, missed);
-    let live = app.publish_n("u1", 1).await;
-    assert_eq!(s.next_message().await.0, live);
+    app.publish_n_expecting(&mut s, "u1", 1).await;
 }
 
 #[tokio::test]
@@ -125,9 +122,7 @@ async fn resuming_from_the_latest_id_replays_nothing_and_continues_live() {
     let latest = app.publish_n("u1", 1).await;
 
     let mut s = resume_header(&app, "u1", &latest.to_string()).await;
-    let next = app.publish_n("u1", 2).await;
-
-    assert_eq!(s.next_message().await.0, next);
+    app.publish_n_expecting(&mut s, "u1", 2).await;
 }
 
 #[tokio::test]
@@ -188,8 +183,7 @@ async fn a_cursor_older_than_the_history_gets_a_reset_event_then_what_is_retaine
     assert_eq!(reset.event, "reset");
     assert_eq!(reset.json(), json!({"reason": "history_truncated"}));
     assert_eq!(s.message_ids(3).await, published[2..].to_vec());
-    let live = app.publish_n("u1", 5).await;
-    assert_eq!(s.next_message().await.0, live);
+    app.publish_n_expecting(&mut s, "u1", 5).await;
 }
 
 #[tokio::test]

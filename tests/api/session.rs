@@ -101,9 +101,7 @@ async fn a_stream_opened_with_only_the_session_cookie_receives_notifications() {
                 .header("cookie", format!("other=1; {COOKIE}={cookie}")),
         )
         .await;
-    let id = app.publish_n("u1", 1).await;
-
-    assert_eq!(s.next_message().await.0, id);
+    app.publish_n_expecting(&mut s, "u1", 1).await;
 }
 
 #[tokio::test]
@@ -140,8 +138,7 @@ async fn a_token_in_the_request_takes_precedence_over_the_cookie() {
         )
         .await;
     app.publish_n("u1", 1).await;
-    let for_u2 = app.publish_n("u2", 2).await;
-    assert_eq!(s.next_message().await.0, for_u2);
+    app.publish_n_expecting(&mut s, "u2", 2).await;
 }
 
 #[tokio::test]

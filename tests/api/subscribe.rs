@@ -172,8 +172,7 @@ async fn a_user_never_receives_another_users_notifications() {
         "alice gets exactly her own six"
     );
     // Nothing else is pending for bob: his next own notification is next.
-    let bob_next = app.publish_n("bob", 101).await;
-    assert_eq!(bob.next_message().await.0, bob_next);
+    app.publish_n_expecting(&mut bob, "bob", 101).await;
 }
 
 #[tokio::test]
@@ -184,9 +183,7 @@ async fn a_bearer_token_in_the_authorization_header_opens_a_stream() {
     let mut s = app
         .subscribe_with(app.client.get(app.url(SUBSCRIBE)).bearer_auth(&token))
         .await;
-    let id = app.publish_n("u1", 1).await;
-
-    assert_eq!(s.next_message().await.0, id);
+    app.publish_n_expecting(&mut s, "u1", 1).await;
 }
 
 #[tokio::test]

@@ -269,8 +269,7 @@ async fn a_token_whose_nbf_is_in_the_future_is_refused_as_not_yet_valid() {
     // Control: the same token with `nbf` in the past opens a stream.
     let past = app.sign(&json!({"sub": "u1", "exp": now + 3600, "nbf": now - 60}));
     let mut s = app.subscribe_with(app.subscribe_request(&past)).await;
-    let id = app.publish_n("u1", 1).await;
-    assert_eq!(s.next_message().await.0, id);
+    app.publish_n_expecting(&mut s, "u1", 1).await;
 }
 
 #[tokio::test]
