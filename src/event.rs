@@ -7,8 +7,6 @@ use std::time::Instant;
 use bytes::Bytes;
 use serde_json::value::RawValue;
 
-use crate::sse;
-
 /// The sequence number of one notification. It increases with every
 /// notification of a user, cluster-wide (the JetStream stream sequence, or the
 /// embedded bus' node sequence); it is the SSE `id:`.
@@ -135,12 +133,13 @@ pub struct Event {
 }
 
 impl Event {
-    /// Encodes `payload` as the SSE frame of notification `id`.
-    pub fn new(id: EventId, previous: Option<EventId>, payload: &Payload) -> Self {
+    /// Notification `id` with its encoded frame (built by
+    /// [`crate::sse::event`]), received now.
+    pub fn with_frame(id: EventId, previous: Option<EventId>, frame: Bytes) -> Self {
         Self {
             id,
             previous,
-            frame: sse::notification(id, payload),
+            frame,
             received_at: Instant::now(),
         }
     }

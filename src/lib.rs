@@ -33,6 +33,7 @@ pub mod registry;
 pub mod server;
 pub mod session;
 pub mod shutdown;
+pub mod sink;
 pub mod sse;
 pub mod tls;
 pub mod user;

@@ -1,10 +1,15 @@
 //! The `campusbite-notify` binary: parses the command line and runs it.
 
+use std::io::Write;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Parser;
 
 use campusbite_notify::cli::{self, Cli, Command};
+use campusbite_notify::config::ServeConfig;
+use campusbite_notify::server::{Application, StartError};
+use campusbite_notify::shutdown::Signals;
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -14,9 +19,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve(config) => {
             cli::init_logging();
-            let result =
-                actix_web::rt::System::new().block_on(campusbite_notify::server::run(*config));
-            match result {
+            match actix_web::rt::System::new().block_on(serve(*config)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: {e}");
@@ -28,4 +31,29 @@ fn main() -> ExitCode {
         Command::Publish(args) => cli::publish::run(&args),
         Command::Loadgen(args) => campusbite_notify::loadgen::run(*args),
     }
+}
+
+/// Runs the node until SIGTERM or SIGINT has drained it.
+async fn serve(config: ServeConfig) -> Result<(), StartError> {
+    let grace = config.shutdown_grace;
+    let app = Application::build(config).await?;
+    let signals = Signals::install()?;
+    // Scripts and tests read the port from this line.
+    println!("listening on {}", app.local_addr());
+    std::io::stdout().flush()?;
+    app.run_until_stopped(async move {
+        signals.recv().await;
+        hard_deadline(grace);
+    })
+    .await
+}
+
+/// Exits the process at `grace` whatever is still running: the bound on
+/// draining that the operations contract promises.
+fn hard_deadline(grace: Duration) {
+    std::thread::spawn(move || {
+        std::thread::sleep(grace);
+        tracing::warn!("grace period over; exiting");
+        std::process::exit(0);
+    });
 }

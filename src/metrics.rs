@@ -171,15 +171,22 @@ pub fn metrics() -> &'static Metrics {
     METRICS.get_or_init(Metrics::register)
 }
 
-/// Installs the process-wide Prometheus recorder (once) and registers every series.
+static RECORDER: OnceLock<Result<PrometheusHandle, String>> = OnceLock::new();
+
+/// Installs the process-wide Prometheus recorder (once: several nodes built
+/// in one process share it) and registers every series.
 pub fn install(max_connections: u32) -> Result<PrometheusHandle, String> {
-    let handle = PrometheusBuilder::new()
-        .set_buckets_for_metric(
-            Matcher::Full("notify_delivery_latency_seconds".into()),
-            DELIVERY_LATENCY_BUCKETS,
-        )
-        .and_then(|b| b.install_recorder())
-        .map_err(|e| e.to_string())?;
+    let handle = RECORDER
+        .get_or_init(|| {
+            PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Full("notify_delivery_latency_seconds".into()),
+                    DELIVERY_LATENCY_BUCKETS,
+                )
+                .and_then(|b| b.install_recorder())
+                .map_err(|e| e.to_string())
+        })
+        .clone()?;
     gauge!("notify_connections_max").set(f64::from(max_connections));
     metrics();
     Ok(handle)

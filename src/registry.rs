@@ -12,7 +12,7 @@ use actix::{Actor, Addr};
 use dashmap::DashMap;
 
 use crate::bus::Bus;
-use crate::user::{CloseAll, Join, JoinError, StreamPolicy, UserActor};
+use crate::user::{CloseAll, Join, JoinError, OnStop, StreamPolicy, UserActor};
 use crate::user_id::UserId;
 
 /// How many times a join is retried when it races with a stopping actor.
@@ -70,7 +70,7 @@ impl Registry {
         Err(JoinError::BusUnavailable)
     }
 
-    /// Removes `user`'s entry if it is still `addr` (called by a stopping actor).
+    /// Removes `user`'s entry if it is still `addr`.
     pub fn forget(&self, user: &UserId, addr: &Addr<UserActor>) {
         self.actors.remove_if(user, |_, current| current == addr);
     }
@@ -104,5 +104,11 @@ impl Registry {
                 actor.do_send(CloseAll);
             }
         }
+    }
+}
+
+impl OnStop for Registry {
+    fn actor_stopping(&self, user: &UserId, addr: &Addr<UserActor>) {
+        self.forget(user, addr);
     }
 }

@@ -1,12 +1,18 @@
-//! Builds the node from its settings and runs it until it has drained.
+//! The embeddable node: [`Application::build`] turns settings into a bound,
+//! ready-to-run server; [`Application::run_until_stopped`] serves until a
+//! shutdown future resolves and then drains. The binary adds the signals,
+//! the hard grace deadline and the process exit; tests run several nodes in
+//! one process, each on port 0.
 
-use std::io::Write;
-use std::net::SocketAddr;
+use std::future::Future;
+use std::net::{SocketAddr, TcpListener};
+use std::pin::{pin, Pin};
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::cookie::SameSite;
+use actix_web::dev::Server;
 use actix_web::{middleware, web, App, HttpServer};
+use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::auth::Authenticator;
 use crate::bus::embedded::{EmbeddedBus, HistoryLimits};
@@ -18,154 +24,248 @@ use crate::registry::Registry;
 use crate::shutdown::{self, Lifecycle};
 use crate::user::StreamPolicy;
 
-/// Why the server could not start.
+/// Why the server could not start (or had to stop).
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// A setting is wrong; the message names its variable.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// The listen address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    /// The HTTP server failed.
     #[error("server failed: {0}")]
     Io(#[from] std::io::Error),
 }
 
-/// Runs `serve` until a shutdown signal has drained the node.
-pub async fn run(config: ServeConfig) -> Result<(), StartError> {
-    config.validate()?;
-    let prometheus = crate::metrics::install(config.max_connections)
-        .map_err(|e| ConfigError::new("RUST_LOG", format!("metrics recorder: {e}")))?;
-    let auth = Authenticator::from_config(&config)?;
-    let bus: Arc<dyn Bus> = match &config.nats_url {
-        None => Arc::new(EmbeddedBus::start(HistoryLimits {
+/// Resolves if the bus finds, after start-up, that it cannot work with these
+/// settings (e.g. a NATS stream with another configuration).
+type Failure = Pin<Box<dyn Future<Output = StartError>>>;
+
+/// A node, bound and ready to serve.
+pub struct Application {
+    server: Server,
+    local_addr: SocketAddr,
+    registry: Arc<Registry>,
+    lifecycle: Arc<Lifecycle>,
+    prometheus: PrometheusHandle,
+    grace: Duration,
+    failure: Failure,
+}
+
+/// What `build` and `build_with_listener` bind to.
+enum Bind {
+    Addr(SocketAddr),
+    Listener(TcpListener),
+}
+
+impl Application {
+    /// Validates the config, connects the bus, binds `config.listen` (port 0
+    /// picks a free port). Must run inside an actix `System`.
+    pub async fn build(config: ServeConfig) -> Result<Self, StartError> {
+        let listen = config.listen;
+        Self::assemble(config, Bind::Addr(listen)).await
+    }
+
+    /// Same as [`Self::build`], on a listener the caller already bound
+    /// (`config.listen` is then ignored).
+    pub async fn build_with_listener(
+        config: ServeConfig,
+        listener: TcpListener,
+    ) -> Result<Self, StartError> {
+        Self::assemble(config, Bind::Listener(listener)).await
+    }
+
+    /// The address the node accepts connections on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The port the node accepts connections on.
+    pub fn port(&self) -> u16 {
+        self.local_addr.port()
+    }
+
+    /// Serves until `shutdown` resolves, then drains as on SIGTERM
+    /// (readiness false, streams ended spread over the grace period, then the
+    /// HTTP server stops) and returns. Never exits the process.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), StartError> {
+        let Self {
+            server,
+            local_addr: _,
+            registry,
+            lifecycle,
+            prometheus,
+            grace,
+            failure,
+        } = self;
+        let handle = server.handle();
+        let upkeep = actix_web::rt::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tick.tick().await;
+                prometheus.run_upkeep();
+            }
+        });
+        let mut server = pin!(server);
+        let mut failure = failure;
+        let result = tokio::select! {
+            result = &mut server => result.map_err(StartError::from),
+            error = &mut failure => {
+                handle.stop(false).await;
+                Err(error)
+            }
+            () = shutdown => {
+                tracing::info!(streams_users = registry.len(), grace = ?grace, "draining");
+                lifecycle.start_draining();
+                let drain = async {
+                    registry.close_all(shutdown::close_spread(grace)).await;
+                    // Streams that joined while the first pass ran.
+                    registry.close_all(Duration::ZERO).await;
+                    handle.stop(true).await;
+                };
+                // The server keeps running (and answering) while it drains.
+                let (result, ()) = futures_util::future::join(&mut server, drain).await;
+                result.map_err(StartError::from)
+            }
+        };
+        upkeep.abort();
+        if result.is_ok() {
+            tracing::info!("stopped");
+        }
+        result
+    }
+
+    async fn assemble(config: ServeConfig, bind: Bind) -> Result<Self, StartError> {
+        config.validate()?;
+        let prometheus = crate::metrics::install(config.max_connections)
+            .map_err(|e| ConfigError::new("RUST_LOG", format!("metrics recorder: {e}")))?;
+        let auth = Authenticator::from_config(&config)?;
+        let (bus, failure) = start_bus(&config).await?;
+        let registry = Registry::new(
+            bus.clone(),
+            StreamPolicy {
+                keepalive: config.keepalive,
+                expiry_warning: config.token_expiry_warning,
+                max_per_user: config.max_connections_per_user as usize,
+            },
+        );
+        let lifecycle = Arc::new(Lifecycle::default());
+        let state = web::Data::new(AppState {
+            auth,
+            bus,
+            registry: registry.clone(),
+            lifecycle: lifecycle.clone(),
+            slots: ConnectionSlots::new(config.max_connections),
+            limits: ApiLimits {
+                max_notification_bytes: config.max_notification_bytes as usize,
+                max_batch_users: config.max_batch_users as usize,
+                sink_queue: config.sink_queue as usize,
+                cookie_same_site: match config.cookie_same_site.as_str() {
+                    "strict" => actix_web::cookie::SameSite::Strict,
+                    "lax" => actix_web::cookie::SameSite::Lax,
+                    _ => actix_web::cookie::SameSite::None,
+                },
+            },
+            prometheus: prometheus.clone(),
+        });
+
+        let cors_origins = config.cors_allowlist();
+        let workers = config
+            .workers
+            .map(usize::from)
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .wrap(http::cors(cors_origins.as_deref()))
+                .wrap_fn(http::access_log)
+                .wrap(middleware::DefaultHeaders::new().add(("X-Content-Type-Options", "nosniff")))
+                .configure(http::configure)
+        })
+        .on_connect(|connection, data| {
+            if let Some(handle) = connection
+                .downcast_ref::<actix_web::rt::net::TcpStream>()
+                .and_then(SocketHandle::of)
+            {
+                data.insert(handle.into_cut_off());
+            }
+        })
+        // A closed browser must free its stream at once, even when it is silent.
+        .h1_allow_half_closed(false)
+        .disable_signals()
+        .shutdown_timeout(shutdown::FLUSH_TIME.as_secs().max(1))
+        .workers(workers)
+        // Our own limit answers 503; the acceptor's must never be hit first.
+        .max_connections(config.max_connections as usize + 1024)
+        .backlog(4096);
+        let tls = match (&config.tls_cert_file, &config.tls_key_file) {
+            (Some(cert), Some(key)) => Some(crate::tls::server_config(cert, key)?),
+            _ => None,
+        };
+        let bound = match bind {
+            Bind::Addr(addr) => match tls {
+                Some(tls) => server.bind_rustls_0_23(addr, tls),
+                None => server.bind(addr),
+            }
+            .map_err(|source| StartError::Bind { addr, source }),
+            Bind::Listener(listener) => {
+                let addr = listener.local_addr()?;
+                match tls {
+                    Some(tls) => server.listen_rustls_0_23(listener, tls),
+                    None => server.listen(listener),
+                }
+                .map_err(|source| StartError::Bind { addr, source })
+            }
+        }?;
+        let local_addr = bound
+            .addrs()
+            .first()
+            .copied()
+            .ok_or_else(|| std::io::Error::other("no listening address"))?;
+        tracing::info!(listen = %local_addr, tls = config.tls_cert_file.is_some(), workers, bus = if config.nats_url.is_some() { "nats" } else { "embedded" }, "serving");
+        Ok(Self {
+            server: bound.run(),
+            local_addr,
+            registry,
+            lifecycle,
+            prometheus,
+            grace: config.shutdown_grace,
+            failure,
+        })
+    }
+}
+
+/// The bus the settings ask for, and what resolves if it fails later.
+async fn start_bus(config: &ServeConfig) -> Result<(Arc<dyn Bus>, Failure), StartError> {
+    let Some(urls) = &config.nats_url else {
+        let bus = EmbeddedBus::start(HistoryLimits {
             depth: config.history_depth as usize,
             max_age: config.history_max_age,
             max_bytes: config.history_max_bytes,
-        })),
-        Some(urls) => Arc::new(SharedNatsBus(
-            NatsBus::start(NatsSettings {
-                urls: urls
-                    .split(',')
-                    .map(|u| u.trim().to_owned())
-                    .filter(|u| !u.is_empty())
-                    .collect(),
-                prefix: config.subject_prefix.clone(),
-                replicas: usize::from(config.stream_replicas),
-                depth: i64::from(config.history_depth),
-                max_age: config.history_max_age,
-                partitions: u32::from(config.stream_partitions),
-            })
-            .await?,
-        )),
+        });
+        return Ok((Arc::new(bus), Box::pin(std::future::pending())));
     };
-    let registry = Registry::new(
-        bus.clone(),
-        StreamPolicy {
-            keepalive: config.keepalive,
-            expiry_warning: config.token_expiry_warning,
-            max_per_user: config.max_connections_per_user as usize,
-        },
-    );
-    let lifecycle = Arc::new(Lifecycle::default());
-    let state = web::Data::new(AppState {
-        auth,
-        bus,
-        registry: registry.clone(),
-        lifecycle: lifecycle.clone(),
-        slots: ConnectionSlots::new(config.max_connections),
-        limits: ApiLimits {
-            max_notification_bytes: config.max_notification_bytes as usize,
-            max_batch_users: config.max_batch_users as usize,
-            sink_queue: config.sink_queue as usize,
-            cookie_same_site: match config.cookie_same_site.as_str() {
-                "strict" => SameSite::Strict,
-                "lax" => SameSite::Lax,
-                _ => SameSite::None,
-            },
-        },
-        prometheus: prometheus.clone(),
-    });
-
-    let cors_origins = config.cors_allowlist();
-    let workers = config
-        .workers
-        .map(usize::from)
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
-    let server = HttpServer::new(move || {
-        App::new()
-            .app_data(state.clone())
-            .wrap(http::cors(cors_origins.as_deref()))
-            .wrap_fn(http::access_log)
-            .wrap(middleware::DefaultHeaders::new().add(("X-Content-Type-Options", "nosniff")))
-            .configure(http::configure)
+    let nats = NatsBus::start(NatsSettings {
+        urls: urls
+            .split(',')
+            .map(|u| u.trim().to_owned())
+            .filter(|u| !u.is_empty())
+            .collect(),
+        prefix: config.subject_prefix.clone(),
+        replicas: usize::from(config.stream_replicas),
+        depth: i64::from(config.history_depth),
+        max_age: config.history_max_age,
+        partitions: u32::from(config.stream_partitions),
     })
-    .on_connect(|connection, data| {
-        if let Some(handle) = connection
-            .downcast_ref::<actix_web::rt::net::TcpStream>()
-            .and_then(SocketHandle::of)
-        {
-            data.insert(handle);
-        }
-    })
-    // A closed browser must free its stream at once, even when it is silent.
-    .h1_allow_half_closed(false)
-    .disable_signals()
-    .shutdown_timeout(shutdown::FLUSH_TIME.as_secs().max(1))
-    .workers(workers)
-    // Our own limit answers 503; the acceptor's must never be hit first.
-    .max_connections(config.max_connections as usize + 1024)
-    .backlog(4096);
-    let server = match (&config.tls_cert_file, &config.tls_key_file) {
-        (Some(cert), Some(key)) => {
-            let tls = crate::tls::server_config(cert, key)?;
-            server.bind_rustls_0_23(config.listen, tls)
-        }
-        _ => server.bind(config.listen),
-    }
-    .map_err(|source| StartError::Bind {
-        addr: config.listen,
-        source,
-    })?;
-
-    let signals = shutdown::Signals::install()?;
-    for addr in server.addrs() {
-        println!("listening on {addr}");
-    }
-    std::io::stdout().flush()?;
-    tracing::info!(listen = %config.listen, tls = config.tls_cert_file.is_some(), workers, bus = if config.nats_url.is_some() { "nats" } else { "embedded" }, "serving");
-
-    let server = server.run();
-    let handle = server.handle();
-    let grace = config.shutdown_grace;
-    actix_web::rt::spawn(async move {
-        signals.recv().await;
-        tracing::info!(streams_users = registry.len(), grace = ?grace, "draining");
-        lifecycle.start_draining();
-        hard_deadline(grace);
-        registry.close_all(shutdown::close_spread(grace)).await;
-        // Streams that joined while the first pass ran.
-        registry.close_all(Duration::ZERO).await;
-        handle.stop(true).await;
-    });
-    actix_web::rt::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(5));
-        loop {
-            tick.tick().await;
-            prometheus.run_upkeep();
-        }
-    });
-    server.await?;
-    tracing::info!("stopped");
-    Ok(())
-}
-
-/// Exits the process at `grace` whatever is still running: the contract's bound.
-fn hard_deadline(grace: Duration) {
-    std::thread::spawn(move || {
-        std::thread::sleep(grace);
-        tracing::warn!("grace period over; exiting");
-        std::process::exit(0);
-    });
+    .await?;
+    let failed = nats.failed();
+    let failure: Failure = Box::pin(async move { StartError::Config(failed.await) });
+    Ok((Arc::new(SharedNatsBus(nats)), failure))
 }

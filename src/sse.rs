@@ -5,7 +5,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::event::{EventId, Payload};
+use crate::event::{Event, EventId, Payload};
 
 /// The keep-alive comment; proxies see traffic, dead peers fail a write.
 pub const KEEPALIVE: Bytes = Bytes::from_static(b": keep-alive\n\n");
@@ -33,6 +33,11 @@ pub fn notification(id: EventId, payload: &Payload) -> Bytes {
     frame.put_slice(json);
     frame.put_slice(b"\n\n");
     frame.freeze()
+}
+
+/// Notification `id` as an [`Event`], its frame encoded once here.
+pub fn event(id: EventId, previous: Option<EventId>, payload: &Payload) -> Event {
+    Event::with_frame(id, previous, notification(id, payload))
 }
 
 /// A named event with one-line JSON data (`reset`, `token-expiring`).

@@ -19,9 +19,8 @@ use bytes::{Bytes, BytesMut};
 use crate::bus::{Bus, BusMessage, History, Subscription};
 use crate::event::{Event, EventId};
 use crate::frame_queue::{FrameSender, OfferError};
-use crate::http::SocketHandle;
 use crate::metrics::{metrics, DropReason};
-use crate::registry::Registry;
+use crate::sink::CutOffHandle;
 use crate::sse;
 use crate::user_id::UserId;
 
@@ -53,8 +52,9 @@ pub struct Join {
     pub resume_after: Option<EventId>,
     /// The token's `exp` (unix seconds): the stream ends then.
     pub expires_at: u64,
-    /// The connection's socket, to cut off a client that stops reading.
-    pub socket: Option<SocketHandle>,
+    /// Cuts off a client that stops reading (none for HTTP/2 streams,
+    /// whose connection other tabs share).
+    pub socket: Option<CutOffHandle>,
 }
 
 /// A stream's HTTP body was dropped (the client went away, or it ended).
@@ -85,7 +85,7 @@ struct Sink {
     cursor: EventId,
     /// The token-expiry warning, then the stream's end.
     timer: SpawnHandle,
-    socket: Option<SocketHandle>,
+    socket: Option<CutOffHandle>,
 }
 
 enum Outcome {
@@ -94,11 +94,18 @@ enum Outcome {
     Gone,
 }
 
+/// Told when a user's actor stops, so that whoever started it (the
+/// registry) forgets it; defined here so that the actor knows no registry.
+pub trait OnStop: Send + Sync + 'static {
+    /// `addr`, the actor of `user`, is stopping.
+    fn actor_stopping(&self, user: &UserId, addr: &Addr<UserActor>);
+}
+
 /// The actor of one online user.
 pub struct UserActor {
     user: UserId,
     bus: Arc<dyn Bus>,
-    registry: Arc<Registry>,
+    on_stop: Arc<dyn OnStop>,
     policy: Arc<StreamPolicy>,
     sinks: Vec<Sink>,
     /// The last id fanned out; live events at or below it are duplicates.
@@ -110,13 +117,13 @@ impl UserActor {
     pub fn new(
         user: UserId,
         bus: Arc<dyn Bus>,
-        registry: Arc<Registry>,
+        on_stop: Arc<dyn OnStop>,
         policy: Arc<StreamPolicy>,
     ) -> Self {
         Self {
             user,
             bus,
-            registry,
+            on_stop,
             policy,
             sinks: Vec::new(),
             delivered: EventId(0),
@@ -241,7 +248,7 @@ impl UserActor {
     /// ending the body alone would never reach them; the socket is shut down.
     fn cut_off(&mut self, ids: &[u64]) {
         for sink in self.sinks.iter().filter(|s| ids.contains(&s.id)) {
-            if let Some(socket) = sink.socket {
+            if let Some(socket) = &sink.socket {
                 socket.cut_off();
             }
         }
@@ -314,7 +321,7 @@ impl Actor for UserActor {
     }
 
     fn stopping(&mut self, ctx: &mut Context<Self>) -> Running {
-        self.registry.forget(&self.user, &ctx.address());
+        self.on_stop.actor_stopping(&self.user, &ctx.address());
         Running::Stop
     }
 

@@ -16,6 +16,7 @@ use actix::Recipient;
 
 use super::{BoxFuture, Bus, BusError, BusMessage, History, Subscription};
 use crate::event::{Event, EventId, Payload};
+use crate::sse;
 use crate::user_id::UserId;
 
 /// How long an idempotency key is remembered (as JetStream's duplicate window).
@@ -184,7 +185,7 @@ impl State {
     fn append(&mut self, user: &UserId, payload: &Payload) -> EventId {
         self.last_id += 1;
         let id = EventId(self.last_id);
-        let event = Event::new(id, None, payload);
+        let event = sse::event(id, None, payload);
         let size = event.frame.len() as u64;
         if let Some((_, actor)) = self.subscribers.get(user) {
             actor.do_send(BusMessage::Event(event.clone()));
@@ -366,7 +367,7 @@ mod tests {
     #[test]
     fn byte_limit_evicts_the_oldest_of_any_user() {
         let one = payload(0);
-        let frame = Event::new(EventId(1000), None, &one).frame.len() as u64;
+        let frame = sse::event(EventId(1000), None, &one).frame.len() as u64;
         let bus = bus(100, frame * 3);
         for (n, u) in ["a", "b", "a", "b", "a"].iter().enumerate() {
             bus.publish_now(&[user(u)], &payload(n as u32), None);

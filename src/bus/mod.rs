@@ -3,7 +3,7 @@
 //!
 //! Two implementations, chosen at start-up: [`embedded`] (one node, in
 //! memory) and, with `NOTIFY_NATS_URL`, NATS JetStream. Both give the same
-//! guarantees to a [`crate::user::UserActor`]: after `subscribe` returns,
+//! guarantees to the actor of an online user: after `subscribe` returns,
 //! every later notification of that user arrives as [`BusMessage::Event`],
 //! and `history` returns the retained ones after any id.
 

@@ -25,6 +25,7 @@
 //!   New partition streams start above the single stream's last sequence,
 //!   so a move from one stream to N keeps every user's ids increasing.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -40,6 +41,7 @@ use super::{BoxFuture, Bus, BusError, BusMessage, History, Subscription};
 use crate::config::ConfigError;
 use crate::event::{Event, EventId, Payload};
 use crate::metrics::{metrics, DropReason};
+use crate::sse;
 use crate::user_id::UserId;
 
 /// How long JetStream remembers a `Nats-Msg-Id` (publish retries must fit).
@@ -197,6 +199,9 @@ pub struct NatsBus {
     connected: Arc<AtomicBool>,
     subscribers: Arc<DashMap<UserId, (u64, Recipient<BusMessage>)>>,
     next_token: AtomicU64,
+    /// Set when the stream(s) turn out incompatible after start-up.
+    failure: std::sync::Mutex<Option<tokio::sync::oneshot::Sender<ConfigError>>>,
+    failed: std::sync::Mutex<Option<tokio::sync::oneshot::Receiver<ConfigError>>>,
 }
 
 impl NatsBus {
@@ -254,6 +259,7 @@ impl NatsBus {
         let jetstream = jetstream::ContextBuilder::new()
             .timeout(PUBLISH_ACK_TIMEOUT)
             .build(client.clone());
+        let (failure, failed) = tokio::sync::oneshot::channel();
         let bus = Arc::new(Self {
             settings,
             client,
@@ -262,6 +268,8 @@ impl NatsBus {
             connected,
             subscribers,
             next_token: AtomicU64::new(0),
+            failure: std::sync::Mutex::new(Some(failure)),
+            failed: std::sync::Mutex::new(Some(failed)),
         });
         // Wait a little for the stream so that a wrong configuration stops
         // start-up; if NATS is not reachable yet, keep trying in the background
@@ -277,8 +285,24 @@ impl NatsBus {
         Ok(bus)
     }
 
+    /// Resolves with the reason if the stream(s) turn out unusable after
+    /// start-up (the node must then stop); never resolves otherwise, nor
+    /// for a second caller.
+    pub fn failed(&self) -> impl Future<Output = ConfigError> + 'static {
+        let failed = self.failed.lock().ok().and_then(|mut f| f.take());
+        async move {
+            match failed {
+                Some(failed) => match failed.await {
+                    Ok(error) => error,
+                    Err(_) => std::future::pending().await,
+                },
+                None => std::future::pending().await,
+            }
+        }
+    }
+
     /// Retries [`Self::ensure_stream`] until it works; a stream found
-    /// incompatible later still stops the process with a clear error.
+    /// incompatible later is reported through [`Self::failed`].
     fn keep_ensuring_stream(self: &Arc<Self>, why: String) {
         tracing::warn!(error = %why, "JetStream stream not ready yet; retrying in the background");
         let bus = self.clone();
@@ -287,8 +311,11 @@ impl NatsBus {
                 match bus.ensure_stream().await {
                     Ok(()) => break,
                     Err(EnsureError::Incompatible(name, why)) => {
-                        eprintln!("error: {name}: {why}");
-                        std::process::exit(2);
+                        let failure = bus.failure.lock().ok().and_then(|mut f| f.take());
+                        if let Some(failure) = failure {
+                            let _ = failure.send(ConfigError::new(name, why));
+                        }
+                        break;
                     }
                     Err(EnsureError::Transient(why)) => {
                         tracing::debug!(error = %why, "JetStream stream not ready yet");
@@ -469,7 +496,7 @@ impl NatsBus {
                 Ok(payload) => {
                     history
                         .events
-                        .push(Event::new(EventId(message.sequence), None, &payload))
+                        .push(sse::event(EventId(message.sequence), None, &payload))
                 }
                 Err(_) => metrics().dropped(DropReason::InvalidPayload).increment(1),
             }
@@ -680,7 +707,7 @@ fn live_event(headers: &Option<HeaderMap>, payload: &[u8]) -> Option<Event> {
     let id = number(NATS_SEQUENCE)?;
     let previous = number(NATS_LAST_SEQUENCE).filter(|&p| p > 0).map(EventId);
     let payload = Payload::from_json(payload).ok()?;
-    Some(Event::new(EventId(id), previous, &payload))
+    Some(sse::event(EventId(id), previous, &payload))
 }
 
 /// Ends a live subscription: stops the forwarder (dropping the NATS

@@ -9,6 +9,8 @@ use std::os::fd::{AsRawFd, RawFd};
 
 use actix_web::rt::net::TcpStream;
 
+use crate::sink::{CutOffHandle, SinkCutOff};
+
 /// The TCP socket under a plain-HTTP/1.x connection.
 #[derive(Clone, Copy, Debug)]
 pub struct SocketHandle {
@@ -33,9 +35,16 @@ impl SocketHandle {
         inode(fd).map(|inode| Self { fd, inode })
     }
 
+    /// The handle as a stream's cut-off, shared by the streams of its connection.
+    pub fn into_cut_off(self) -> CutOffHandle {
+        std::sync::Arc::new(self)
+    }
+}
+
+impl SinkCutOff for SocketHandle {
     /// Shuts the connection down in both directions, if its socket is still
     /// the one this handle was taken from.
-    pub fn cut_off(&self) {
+    fn cut_off(&self) {
         if inode(self.fd) == Some(self.inode) {
             // SAFETY: shutdown does not close or free the fd; the socket is
             // still owned (and later closed) by its connection.

@@ -13,11 +13,12 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::Bytes;
 use serde::Deserialize;
 
-use super::{bearer, ApiError, AppState, SocketHandle};
+use super::{bearer, ApiError, AppState};
 use crate::event::EventId;
 use crate::frame_queue::{self, FrameReceiver};
 use crate::metrics::{metrics, RejectReason};
 use crate::session::COOKIE_NAME;
+use crate::sink::CutOffHandle;
 use crate::sse;
 use crate::user::{Join, JoinError, Leave, UserActor};
 
@@ -130,7 +131,7 @@ pub(super) async fn subscribe(
         expires_at: user_token.expires_at,
         // HTTP/2 streams share a connection with other tabs: never cut it.
         socket: (req.version() < actix_web::http::Version::HTTP_2)
-            .then(|| req.conn_data::<SocketHandle>().copied())
+            .then(|| req.conn_data::<CutOffHandle>().cloned())
             .flatten(),
     };
     let actor = match state.registry.join(&user_token.user, join).await {
