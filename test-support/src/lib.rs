@@ -5,6 +5,8 @@
 //! - [`node`]: starting the `campusbite-notify serve` binary ([`Node`],
 //!   [`TestApp`], [`RawProcess`]); the test binary passes the path in
 //!   ([`bin!`]), since only it knows `CARGO_BIN_EXE_campusbite-notify`.
+//! - [`in_process`]: a node inside the test process ([`InProcessNode`]),
+//!   for the tests that need no process boundary.
 //! - [`api`]: what a test does with a running node ([`NodeApi`]: tokens,
 //!   subscribe, publish, metrics), shared by every kind of node.
 //! - [`tokens`]: minting JWTs ([`sign_hs256`]).
@@ -25,6 +27,7 @@ use serde_json::{json, Value};
 
 pub mod api;
 pub mod cluster;
+pub mod in_process;
 pub mod metrics;
 pub mod nats;
 pub mod node;
@@ -36,6 +39,7 @@ pub use cluster::{
     kill9_node, live, messages, note_n, report, resume, status_of, try_publish, wait_status, Audit,
     Connect, FollowLog, Follower, Live, Seen, TwoNodes,
 };
+pub use in_process::{in_process_app, in_process_app_raw, in_process_app_with, InProcessNode};
 pub use metrics::{Metrics, Sample};
 pub use nats::{
     free_ports, nats_bin, next_msg, partition_mapping, Nats, NatsClient, NatsServer, TempDir,

@@ -13,7 +13,7 @@ fn header(resp: &reqwest::Response, name: &str) -> Option<String> {
 }
 
 /// A subscribe preflight from `origin` (asking for `headers` when given).
-async fn preflight(app: &TestApp, origin: &str, headers: Option<&str>) -> reqwest::Response {
+async fn preflight(app: &NodeApi, origin: &str, headers: Option<&str>) -> reqwest::Response {
     let mut req = app
         .client
         .request(Method::OPTIONS, app.url(SUBSCRIBE))
@@ -26,7 +26,7 @@ async fn preflight(app: &TestApp, origin: &str, headers: Option<&str>) -> reqwes
 }
 
 /// Like `preflight`, asserting a 2xx answer.
-async fn preflight_ok(app: &TestApp, origin: &str, headers: Option<&str>) -> reqwest::Response {
+async fn preflight_ok(app: &NodeApi, origin: &str, headers: Option<&str>) -> reqwest::Response {
     let resp = preflight(app, origin, headers).await;
     assert!(
         resp.status().is_success(),
@@ -38,7 +38,7 @@ async fn preflight_ok(app: &TestApp, origin: &str, headers: Option<&str>) -> req
 
 #[tokio::test]
 async fn a_preflight_from_an_allowed_origin_is_answered_with_credentials_allowed() {
-    let app = spawn_app_with(&[(
+    let app = in_process_app_with(&[(
         "NOTIFY_CORS_ORIGINS",
         "https://other.example,https://app.example",
     )])
@@ -68,7 +68,7 @@ async fn a_preflight_from_an_allowed_origin_is_answered_with_credentials_allowed
 
 #[tokio::test]
 async fn a_stream_requested_from_an_allowed_origin_carries_its_cors_headers() {
-    let app = spawn_app_with(&[("NOTIFY_CORS_ORIGINS", ORIGIN)]).await;
+    let app = in_process_app_with(&[("NOTIFY_CORS_ORIGINS", ORIGIN)]).await;
 
     let mut s = app
         .subscribe_with(
@@ -90,7 +90,7 @@ async fn a_stream_requested_from_an_allowed_origin_carries_its_cors_headers() {
 
 #[tokio::test]
 async fn an_origin_outside_the_allowlist_gets_no_cors_headers() {
-    let app = spawn_app_with(&[("NOTIFY_CORS_ORIGINS", ORIGIN)]).await;
+    let app = in_process_app_with(&[("NOTIFY_CORS_ORIGINS", ORIGIN)]).await;
 
     let preflight = preflight(&app, "https://evil.example", None).await;
     let get = app
@@ -106,7 +106,7 @@ async fn an_origin_outside_the_allowlist_gets_no_cors_headers() {
 
 #[tokio::test]
 async fn a_wildcard_allowlist_admits_any_origin() {
-    let app = spawn_app_with(&[("NOTIFY_CORS_ORIGINS", "*")]).await;
+    let app = in_process_app_with(&[("NOTIFY_CORS_ORIGINS", "*")]).await;
 
     let resp = preflight_ok(&app, "https://anything.example", None).await;
 

@@ -47,7 +47,7 @@ fn session_cookie(headers: &reqwest::header::HeaderMap) -> SetCookie {
 
 #[tokio::test]
 async fn posting_a_session_sets_a_scoped_http_only_secure_cookie_that_expires_with_the_token() {
-    let app = spawn_app().await;
+    let app = in_process_app().await;
     let exp = now_secs() + 600;
     let token = app.user_token_exp("u1", exp);
 
@@ -83,7 +83,7 @@ async fn posting_a_session_sets_a_scoped_http_only_secure_cookie_that_expires_wi
 
 #[tokio::test]
 async fn a_stream_opened_with_only_the_session_cookie_receives_notifications() {
-    let app = spawn_app().await;
+    let app = in_process_app().await;
     let token = app.user_token("u1");
     let resp = app
         .client
@@ -106,7 +106,7 @@ async fn a_stream_opened_with_only_the_session_cookie_receives_notifications() {
 
 #[tokio::test]
 async fn a_token_in_the_request_takes_precedence_over_the_cookie() {
-    let app = spawn_app().await;
+    let app = in_process_app().await;
     let cookie = format!("{COOKIE}={}", app.user_token("u1"));
     let bad = sign_hs256(
         &random_hex(48),
@@ -143,7 +143,7 @@ async fn a_token_in_the_request_takes_precedence_over_the_cookie() {
 
 #[tokio::test]
 async fn deleting_the_session_clears_the_cookie() {
-    let app = spawn_app().await;
+    let app = in_process_app().await;
     let cookie = format!("{COOKIE}={}", app.user_token("u1"));
 
     let resp = app
@@ -162,7 +162,7 @@ async fn deleting_the_session_clears_the_cookie() {
 
 #[tokio::test]
 async fn creating_a_session_without_a_valid_token_is_refused_with_401_and_no_cookie() {
-    let app = spawn_app_with(&[("NOTIFY_JWT_LEEWAY", "0s")]).await;
+    let app = in_process_app_with(&[("NOTIFY_JWT_LEEWAY", "0s")]).await;
     let wrong = sign_hs256(
         &random_hex(48),
         &json!({"sub": "u1", "exp": now_secs() + 600}),
@@ -191,7 +191,7 @@ async fn creating_a_session_without_a_valid_token_is_refused_with_401_and_no_coo
 
 #[tokio::test]
 async fn an_expired_or_garbage_session_cookie_is_refused_with_401() {
-    let app = spawn_app_with(&[("NOTIFY_JWT_LEEWAY", "0s")]).await;
+    let app = in_process_app_with(&[("NOTIFY_JWT_LEEWAY", "0s")]).await;
     let expired = app.user_token_exp("u1", now_secs() - 2);
 
     for value in [expired.as_str(), "garbage"] {
