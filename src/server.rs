@@ -37,7 +37,7 @@ pub async fn run(config: ServeConfig) -> Result<(), StartError> {
     config.validate()?;
     let prometheus = crate::metrics::install(config.max_connections)
         .map_err(|e| ConfigError::new("RUST_LOG", format!("metrics recorder: {e}")))?;
-    let auth = Authenticator::from_config(&config)?;
+    let auth = Authenticator::start(&config).await?;
     let bus: Arc<dyn Bus> = match &config.nats_url {
         None => Arc::new(EmbeddedBus::start(HistoryLimits {
             depth: config.history_depth as usize,
