@@ -28,19 +28,11 @@ impl VerifyKey {
     pub fn pem_file(name: &'static str, path: &Path) -> Result<Self, ConfigError> {
         let pem = std::fs::read(path)
             .map_err(|e| ConfigError::new(name, format!("cannot read {}: {e}", path.display())))?;
-        let parsers: [(
-            fn(&[u8]) -> jsonwebtoken::errors::Result<DecodingKey>,
-            Algorithm,
-        ); 3] = [
-            (DecodingKey::from_rsa_pem, Algorithm::RS256),
-            (DecodingKey::from_ec_pem, Algorithm::ES256),
-            (DecodingKey::from_ed_pem, Algorithm::EdDSA),
-        ];
-        parsers
-            .into_iter()
-            .find_map(|(parse, algorithm)| parse(&pem).ok().map(|key| Self { key, algorithm }))
-            .ok_or_else(|| {
-                ConfigError::new(name, "not a PEM RSA, EC (P-256) or Ed25519 public key")
-            })
+        DecodingKey::from_rsa_pem(&pem)
+            .map(|key| (key, Algorithm::RS256))
+            .or_else(|_| DecodingKey::from_ec_pem(&pem).map(|key| (key, Algorithm::ES256)))
+            .or_else(|_| DecodingKey::from_ed_pem(&pem).map(|key| (key, Algorithm::EdDSA)))
+            .map(|(key, algorithm)| Self { key, algorithm })
+            .map_err(|_| ConfigError::new(name, "not a PEM RSA, EC (P-256) or Ed25519 public key"))
     }
 }
