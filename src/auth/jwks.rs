@@ -135,8 +135,10 @@ impl Jwks {
     /// start-up; an unreachable URL leaves the node not ready while it retries.
     pub async fn start(self: &Arc<Self>) -> Result<(), ConfigError> {
         if let Err(e) = self.attempt().await {
-            match self.source {
-                Source::File(_) => return Err(ConfigError::new(NAME, e.to_string())),
+            match &self.source {
+                Source::File(path) => {
+                    return Err(ConfigError::new(NAME, format!("{}: {e}", path.display())))
+                }
                 Source::Url { .. } => {
                     tracing::warn!(error = %e, "JWK set not loaded yet; not ready, retrying")
                 }
@@ -225,9 +227,14 @@ impl Jwks {
             Ok(set) => {
                 m.jwks_keys.set(set.len() as f64);
                 m.jwks_last_success.set(crate::auth::now_unix() as f64);
-                let mut kids: Vec<&str> = set.keys().map(String::as_str).collect();
-                kids.sort_unstable();
-                tracing::debug!(keys = ?kids, "JWK set loaded");
+                let changed = self.snapshot().is_none_or(|old| {
+                    old.len() != set.len() || set.keys().any(|kid| !old.contains_key(kid))
+                });
+                if changed {
+                    let mut kids: Vec<&str> = set.keys().map(String::as_str).collect();
+                    kids.sort_unstable();
+                    tracing::info!(kids = ?kids, "JWK set loaded");
+                }
                 *self
                     .keys
                     .write()
@@ -236,7 +243,6 @@ impl Jwks {
             }
             Err(e) => {
                 m.jwks_failures.increment(1);
-                tracing::warn!(error = %e, "JWK set refresh failed; keeping the last good set");
                 Err(e)
             }
         };
@@ -303,8 +309,14 @@ async fn refresh_loop(jwks: Weak<Jwks>, wake: Arc<Notify>) {
         let Some(jwks) = jwks.upgrade() else { return };
         delay = match jwks.attempt().await {
             Ok(()) => jwks.refresh,
-            Err(_) if jwks.is_loaded() => jwks.refresh.min(FAILED_RETRY),
-            Err(_) => UNLOADED_RETRY,
+            Err(e) if jwks.is_loaded() => {
+                tracing::warn!(error = %e, "JWK set refresh failed; keeping the last good set");
+                jwks.refresh.min(FAILED_RETRY)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "JWK set not loaded yet; not ready, retrying");
+                UNLOADED_RETRY
+            }
         };
     }
 }
