@@ -424,6 +424,41 @@ mod tests {
         assert!(matches!(parse_set(b"[]"), Err(FetchError::Json(_))));
     }
 
+    fn rsa_jwk(kid: &str) -> Value {
+        json!({"kty": "RSA", "kid": kid, "alg": "RS256", "n": RSA_N, "e": "AQAB"})
+    }
+
+    #[tokio::test]
+    async fn an_unknown_kid_refetches_once_per_interval() {
+        let path = std::env::temp_dir().join(format!(
+            "campusbite-notify-jwks-{}-{}.json",
+            std::process::id(),
+            crate::auth::now_unix()
+        ));
+        std::fs::write(&path, json!({"keys": [rsa_jwk("a")]}).to_string()).unwrap();
+        let jwks = Arc::new(Jwks::new(path.to_str().unwrap(), Duration::from_secs(3600)).unwrap());
+        jwks.start().await.unwrap();
+        let attempts = || *jwks.attempts.borrow();
+        assert_eq!(attempts(), 1);
+
+        assert!(jwks.key("a").await.is_ok());
+        assert_eq!(attempts(), 1, "a known kid fetched");
+        std::fs::write(
+            &path,
+            json!({"keys": [rsa_jwk("a"), rsa_jwk("b")]}).to_string(),
+        )
+        .unwrap();
+        assert!(jwks.key("b").await.is_ok(), "a new key after one refetch");
+        assert_eq!(attempts(), 2);
+        assert!(matches!(jwks.key("c").await, Err(AuthError::UnknownKeyId)));
+        assert_eq!(attempts(), 2, "refetched within the interval");
+
+        // The file going away keeps the last good set.
+        std::fs::remove_file(&path).unwrap();
+        assert!(jwks.attempt().await.is_err());
+        assert!(jwks.key("b").await.is_ok());
+    }
+
     #[test]
     fn only_http_urls_and_paths_are_accepted() {
         assert!(Jwks::new(
