@@ -33,6 +33,29 @@ pub struct ServeConfig {
     #[arg(long, env = "NOTIFY_JWT_AUDIENCE")]
     pub jwt_audience: Option<String>,
 
+    /// JWK set of the identity provider: an `http(s)://` URL or a file path.
+    /// The token header's `kid` picks the key; the key fixes the algorithm.
+    #[arg(long, env = "NOTIFY_JWT_JWKS_URL")]
+    pub jwt_jwks_url: Option<String>,
+
+    /// How often the JWK set is refetched (an unknown `kid` also refetches
+    /// it, at most every 30 s).
+    #[arg(long, env = "NOTIFY_JWT_JWKS_REFRESH", default_value = "5m", value_parser = duration)]
+    pub jwt_jwks_refresh: Duration,
+
+    /// The claim that holds the user id: a string, or an integer taken in decimal.
+    #[arg(long, env = "NOTIFY_JWT_USER_CLAIM", default_value = "sub")]
+    pub jwt_user_claim: String,
+
+    /// HS256 secret for publisher tokens only (at least 16 bytes); user
+    /// tokens are then never accepted as publisher tokens, nor the reverse.
+    #[arg(long, env = "NOTIFY_PUBLISHER_JWT_SECRET", hide_env_values = true)]
+    pub publisher_jwt_secret: Option<String>,
+
+    /// PEM public key for publisher tokens only (RS256, ES256 or EdDSA by key type).
+    #[arg(long, env = "NOTIFY_PUBLISHER_JWT_PUBLIC_KEY_FILE")]
+    pub publisher_jwt_public_key_file: Option<PathBuf>,
+
     /// Clock-skew allowance for `exp` and `nbf` when a token is checked at connect.
     #[arg(long, env = "NOTIFY_JWT_LEEWAY", default_value = "5s", value_parser = duration)]
     pub jwt_leeway: Duration,
@@ -177,11 +200,25 @@ impl ConfigError {
 impl ServeConfig {
     /// Cross-field checks that clap cannot express.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.jwt_jwks_url.is_some() {
+            if self.jwt_secret.is_some() || self.jwt_public_key_file.is_some() {
+                return Err(ConfigError::new(
+                    "NOTIFY_JWT_JWKS_URL",
+                    "cannot be combined with NOTIFY_JWT_SECRET or NOTIFY_JWT_PUBLIC_KEY_FILE",
+                ));
+            }
+            if self.jwt_jwks_refresh < Duration::from_secs(1) {
+                return Err(ConfigError::new(
+                    "NOTIFY_JWT_JWKS_REFRESH",
+                    "must be at least 1s",
+                ));
+            }
+        }
         match (&self.jwt_secret, &self.jwt_public_key_file) {
-            (None, None) => {
+            (None, None) if self.jwt_jwks_url.is_none() => {
                 return Err(ConfigError::new(
                     "NOTIFY_JWT_SECRET",
-                    "required (or set NOTIFY_JWT_PUBLIC_KEY_FILE)",
+                    "required (or set NOTIFY_JWT_PUBLIC_KEY_FILE or NOTIFY_JWT_JWKS_URL)",
                 ))
             }
             (Some(secret), None) if secret.len() < 16 => {
@@ -191,6 +228,28 @@ impl ServeConfig {
                 ))
             }
             _ => {}
+        }
+        match (
+            &self.publisher_jwt_secret,
+            &self.publisher_jwt_public_key_file,
+        ) {
+            (Some(_), Some(_)) => return Err(ConfigError::new(
+                "NOTIFY_PUBLISHER_JWT_SECRET",
+                "set NOTIFY_PUBLISHER_JWT_SECRET or NOTIFY_PUBLISHER_JWT_PUBLIC_KEY_FILE, not both",
+            )),
+            (Some(secret), None) if secret.len() < 16 => {
+                return Err(ConfigError::new(
+                    "NOTIFY_PUBLISHER_JWT_SECRET",
+                    "must be at least 16 bytes",
+                ))
+            }
+            _ => {}
+        }
+        if self.jwt_user_claim.is_empty() {
+            return Err(ConfigError::new(
+                "NOTIFY_JWT_USER_CLAIM",
+                "must name a claim",
+            ));
         }
         if self.keepalive < Duration::from_millis(100) {
             return Err(ConfigError::new(

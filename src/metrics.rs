@@ -46,6 +46,14 @@ pub struct Metrics {
     pub bus_connected: Gauge,
     pub ready: Gauge,
     pub draining: Gauge,
+    /// JWK set fetch attempts (periodic, on an unknown `kid`, retries).
+    pub jwks_refreshes: Counter,
+    /// JWK set fetch attempts that did not produce a usable set.
+    pub jwks_failures: Counter,
+    /// Usable keys in the current JWK set.
+    pub jwks_keys: Gauge,
+    /// When a JWK set was last loaded, unix seconds (0: never).
+    pub jwks_last_success: Gauge,
     dropped: [Counter; 2],
     rejected: [Counter; 4],
 }
@@ -99,6 +107,16 @@ impl Metrics {
         );
         describe_gauge!("notify_ready", "1 while /readyz answers 200.");
         describe_gauge!("notify_draining", "1 after SIGTERM.");
+        describe_counter!("notify_jwks_refreshes_total", "JWK set fetch attempts.");
+        describe_counter!(
+            "notify_jwks_refresh_failures_total",
+            "JWK set fetch attempts that failed; the last good set stays in use."
+        );
+        describe_gauge!("notify_jwks_keys", "Usable keys in the current JWK set.");
+        describe_gauge!(
+            "notify_jwks_last_success_timestamp_seconds",
+            "When the JWK set was last loaded (0: never)."
+        );
         for reason in AuthError::REASONS {
             counter!("notify_auth_failures_total", "reason" => *reason).increment(0);
         }
@@ -116,6 +134,10 @@ impl Metrics {
             bus_connected: gauge!("notify_bus_connected"),
             ready: gauge!("notify_ready"),
             draining: gauge!("notify_draining"),
+            jwks_refreshes: counter!("notify_jwks_refreshes_total"),
+            jwks_failures: counter!("notify_jwks_refresh_failures_total"),
+            jwks_keys: gauge!("notify_jwks_keys"),
+            jwks_last_success: gauge!("notify_jwks_last_success_timestamp_seconds"),
             dropped: [dropped("slow_consumer"), dropped("invalid_payload")],
             rejected: [
                 rejected("per_user_limit"),
@@ -131,6 +153,8 @@ impl Metrics {
             &m.published,
             &m.delivered,
             &m.replayed,
+            &m.jwks_refreshes,
+            &m.jwks_failures,
         ]
         .into_iter()
         .chain(&m.dropped)
@@ -144,6 +168,8 @@ impl Metrics {
             &m.bus_connected,
             &m.ready,
             &m.draining,
+            &m.jwks_keys,
+            &m.jwks_last_success,
         ] {
             g.set(0.0);
         }

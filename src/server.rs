@@ -149,7 +149,7 @@ impl Application {
         config.validate()?;
         let prometheus = crate::metrics::install(config.max_connections)
             .map_err(|e| ConfigError::new("RUST_LOG", format!("metrics recorder: {e}")))?;
-        let auth = Authenticator::from_config(&config)?;
+        let auth = Authenticator::start(&config).await?;
         let (bus, failure) = start_bus(&config).await?;
         let registry = Registry::new(
             bus.clone(),

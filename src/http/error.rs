@@ -45,6 +45,8 @@ impl ApiError {
     /// The stable machine-readable code.
     pub fn code(&self) -> &'static str {
         match self {
+            // Not the client's fault: the node cannot check tokens yet.
+            Self::Unauthorized(AuthError::KeysUnavailable) => "auth_unavailable",
             Self::Unauthorized(_) => "unauthorized",
             Self::Forbidden => "forbidden",
             Self::BadRequest(_) => "bad_request",
@@ -63,7 +65,9 @@ impl ApiError {
     fn retry_after(&self) -> Option<u32> {
         match self {
             Self::TooManyConnections => Some(10),
-            Self::NodeFull | Self::BusUnavailable => Some(2),
+            Self::NodeFull
+            | Self::BusUnavailable
+            | Self::Unauthorized(AuthError::KeysUnavailable) => Some(2),
             Self::Draining => Some(1),
             _ => None,
         }
@@ -73,6 +77,7 @@ impl ApiError {
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
+            Self::Unauthorized(AuthError::KeysUnavailable) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden => StatusCode::FORBIDDEN,
             Self::BadRequest(_) | Self::InvalidUserId(_) | Self::InvalidLastEventId => {
@@ -92,7 +97,7 @@ impl ResponseError for ApiError {
         if let Some(seconds) = self.retry_after() {
             response.insert_header((header::RETRY_AFTER, HeaderValue::from(seconds)));
         }
-        if matches!(self, Self::Unauthorized(_)) {
+        if self.status_code() == StatusCode::UNAUTHORIZED {
             response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
         }
         response.json(Body {

@@ -53,9 +53,10 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// Ready to deliver: the bus is connected and the node is not draining.
+    /// Ready to deliver: the bus is connected, the node is not draining, and
+    /// it can check tokens (a configured JWK set has been loaded).
     pub fn is_ready(&self) -> bool {
-        self.bus.is_connected() && !self.lifecycle.is_draining()
+        self.bus.is_connected() && !self.lifecycle.is_draining() && self.auth.is_ready()
     }
 }
 

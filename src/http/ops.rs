@@ -12,18 +12,21 @@ pub(super) async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
-/// 200 only while the node can deliver: bus connected and not draining.
+/// 200 only while the node can deliver: bus connected, not draining, and
+/// its token keys loaded ([`AppState::is_ready`]).
 pub(super) async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let bus = state.bus.is_connected();
     let draining = state.lifecycle.is_draining();
-    let ready = bus && !draining;
+    let keys = state.auth.is_ready();
+    let ready = state.is_ready();
     let status = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    HttpResponse::build(status)
-        .json(json!({"ready": ready, "busConnected": bus, "draining": draining}))
+    HttpResponse::build(status).json(
+        json!({"ready": ready, "busConnected": bus, "draining": draining, "keysLoaded": keys}),
+    )
 }
 
 /// Prometheus text format.

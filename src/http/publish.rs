@@ -43,14 +43,20 @@ pub(super) async fn publish(
     mut body: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let token = bearer(&req).ok_or(AuthError::Missing);
-    if let Err(e) = token.and_then(|t| state.auth.publisher(t)) {
-        metrics().auth_failure(&e);
-        return Err(match e {
-            AuthError::MissingScope => ApiError::Forbidden,
-            e => ApiError::Unauthorized(e),
-        });
-    }
+    let checked = match bearer(&req) {
+        Some(token) => state.auth.publisher(token).await,
+        None => Err(AuthError::Missing),
+    };
+    let publisher = match checked {
+        Ok(publisher) => publisher,
+        Err(e) => {
+            metrics().auth_failure(&e);
+            return Err(match e {
+                AuthError::MissingScope => ApiError::Forbidden,
+                e => ApiError::Unauthorized(e),
+            });
+        }
+    };
     let dedupe_key = idempotency_key(&req)?;
 
     let limits = &state.limits;
@@ -84,6 +90,7 @@ pub(super) async fn publish(
             }
         })?;
     metrics().published.increment(ids.len() as u64);
+    tracing::debug!(publisher = %publisher.name, users = ids.len(), "published");
 
     let answer = if batch {
         let ids: Map<String, Value> = users

@@ -18,6 +18,7 @@ pub(super) async fn open(
     let user_token = state
         .auth
         .user(token)
+        .await
         .inspect_err(|e| metrics().auth_failure(e))?;
     let lifetime = user_token.expires_at.saturating_sub(now_unix());
     let cookie = cookie(&state, token.to_owned(), lifetime as i64);

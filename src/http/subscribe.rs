@@ -107,6 +107,7 @@ pub(super) async fn subscribe(
     let user_token = state
         .auth
         .user(token)
+        .await
         .inspect_err(|e| metrics().auth_failure(e))?;
 
     // The header is the browser's own, newer cursor.

@@ -202,7 +202,7 @@ async fn a_token_whose_subject_is_not_a_valid_user_id_is_refused_with_401() {
         json!("$SYS"),
         json!("u\u{1}1"),
         json!(long),
-        json!(42),
+        json!(4.2),
         json!(null),
     ] {
         assert_refused(
@@ -214,10 +214,12 @@ async fn a_token_whose_subject_is_not_a_valid_user_id_is_refused_with_401() {
     }
     assert_refused(&app, &app.sign(&json!({"exp": exp})), "no sub").await;
     assert_accepted(&app, &app.user_token(&"x".repeat(256)), "256-byte sub").await;
+    // An integer id is taken in decimal.
+    assert_accepted(&app, &app.sign(&json!({"sub": 42, "exp": exp})), "sub 42").await;
 }
 
 /// A fresh temporary directory.
-fn temp_dir() -> PathBuf {
+pub(crate) fn temp_dir() -> PathBuf {
     let dir = std::env::temp_dir().join(format!("campusbite-notify-test-{}", random_hex(12)));
     std::fs::create_dir_all(&dir).unwrap();
     dir
@@ -237,7 +239,7 @@ fn openssl(args: &[&str]) {
 }
 
 /// Generates a key pair with `genpkey_args`; returns (private PEM, public key path).
-fn key_pair(dir: &std::path::Path, genpkey_args: &[&str]) -> (Vec<u8>, PathBuf) {
+pub(crate) fn key_pair(dir: &std::path::Path, genpkey_args: &[&str]) -> (Vec<u8>, PathBuf) {
     let private = dir.join("private.pem");
     let public = dir.join("public.pem");
     let mut args = vec!["genpkey"];

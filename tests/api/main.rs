@@ -11,6 +11,7 @@ mod auth;
 mod config;
 mod cors;
 mod expiry;
+mod idp;
 mod limits;
 mod ops;
 mod publish;
