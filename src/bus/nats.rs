@@ -477,6 +477,22 @@ impl NatsBus {
         Ok(history)
     }
 
+    /// `user`'s last sequence (0 when nothing is retained): a soft refusal
+    /// hands it to a page that never connected, as its start position.
+    async fn user_position(self: Arc<Self>, user: UserId) -> Result<EventId, BusError> {
+        let stream = self.stream_for(&user)?;
+        match stream
+            .direct_get_last_for_subject(self.settings.stored_subject(&user))
+            .await
+        {
+            Ok(message) => Ok(EventId(message.sequence)),
+            Err(e) if matches!(e.kind(), jetstream::stream::DirectGetErrorKind::NotFound) => {
+                Ok(EventId(0))
+            }
+            Err(e) => Err(BusError::Other(e.to_string())),
+        }
+    }
+
     async fn subscribe_live(
         self: Arc<Self>,
         user: UserId,
@@ -724,6 +740,10 @@ impl Bus for SharedNatsBus {
         dedupe_key: Option<String>,
     ) -> BoxFuture<Result<Vec<EventId>, BusError>> {
         Box::pin(self.0.clone().publish_all(users, payload, dedupe_key))
+    }
+
+    fn position(&self, user: UserId) -> BoxFuture<Result<EventId, BusError>> {
+        Box::pin(self.0.clone().user_position(user))
     }
 
     fn is_connected(&self) -> bool {
