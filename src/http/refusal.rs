@@ -127,7 +127,9 @@ mod tests {
         assert!(!with("*/*"));
         assert!(!with("text/*"));
         assert!(!with("text/event-stream;q=0"));
-        assert!(!accepts_event_stream(&TestRequest::default().to_http_request()));
+        assert!(!accepts_event_stream(
+            &TestRequest::default().to_http_request()
+        ));
     }
 
     #[test]

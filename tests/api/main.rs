@@ -15,4 +15,5 @@ mod resume;
 mod session;
 mod shutdown;
 mod slow_client;
+mod soft_refusal;
 mod subscribe;
