@@ -171,7 +171,7 @@ let publisherToken = null;
  * Publishes over HTTP with an Idempotency-Key, retrying (same key) until
  * the notification is stored: the producers' way through a bus outage.
  */
-export async function publishStored(base, userId, notification, key, { deadline = 90000 } = {}) {
+export async function publishStored(base, userId, notification, key, { deadline = 90000, cancelled = () => false } = {}) {
   publisherToken ??= mintToken({ publisher: true });
   const until = Date.now() + deadline;
   let last;
@@ -188,27 +188,34 @@ export async function publishStored(base, userId, notification, key, { deadline 
     } catch (e) {
       last = e.message;
     }
-    if (Date.now() > until) throw new Error(`publish ${key} never stored: ${last}`);
+    if (Date.now() > until || cancelled()) throw new Error(`publish ${key} never stored: ${last}`);
     await new Promise((r) => setTimeout(r, 200));
   }
 }
 
 /**
  * Publishes `order(n)` for n = 1, 2, … every `everyMs` through `base()`
- * until `stop()` (which resolves to the list of {order, id}).
+ * until `stop()` (which resolves to the list of {order, id}, each stored).
+ * Registered with `res`, so a failed test stops it too.
  */
-export function steadyPublisher(base, userId, order, { everyMs = 250, tag = 'steady' } = {}) {
+export function steadyPublisher(res, base, userId, order, { everyMs = 250, tag = 'steady' } = {}) {
   const published = [];
   let stopping = false;
+  let abandoned = false;
   const done = (async () => {
     for (let n = 1; !stopping; n++) {
       const notification = order(n);
-      const id = await publishStored(base(), userId, notification, `${tag}-${n}`);
+      const id = await publishStored(base(), userId, notification, `${tag}-${n}`, { cancelled: () => abandoned });
       published.push({ order: notification.data.orderNumber, id });
       await new Promise((r) => setTimeout(r, everyMs));
     }
     return published;
   })();
+  res.defer(() => {
+    stopping = true;
+    abandoned = true;
+    return done.catch(() => {});
+  });
   return {
     published,
     stop() {
