@@ -133,17 +133,7 @@ async fn a_draining_node_answers_an_event_source_softly_and_still_refuses_bad_to
     let newest = app.publish_n("u1", 1).await;
     let token = app.user_token("u1");
     app.sigterm();
-    let app_ref = &app;
-    wait_until("/readyz to answer 503", || async move {
-        let r = app_ref
-            .client
-            .get(app_ref.url("/readyz"))
-            .send()
-            .await
-            .ok()?;
-        (r.status().as_u16() == 503).then_some(())
-    })
-    .await;
+    app.wait_readyz(503).await;
 
     let resp = app.subscribe_request(&token).send().await.unwrap();
     let retry_after = assert_error_retry_after(resp, 503, "draining").await;
