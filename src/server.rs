@@ -129,7 +129,14 @@ impl Application {
                 tracing::info!(streams_users = registry.len(), grace = ?grace, "draining");
                 lifecycle.start_draining();
                 let drain = async {
-                    registry.close_all(shutdown::close_spread(grace)).await;
+                    let spread = shutdown::close_spread(grace);
+                    let listen_until = tokio::time::Instant::now() + spread;
+                    registry.close_all(spread).await;
+                    // Keep listening while load balancers may still route
+                    // here: a browser that reconnects to this node gets a
+                    // `draining` soft refusal and retries, where a closed
+                    // port would end its EventSource.
+                    tokio::time::sleep_until(listen_until).await;
                     // Streams that joined while the first pass ran.
                     registry.close_all(Duration::ZERO).await;
                     handle.stop(true).await;

@@ -1,6 +1,8 @@
 //! Draining: on SIGTERM the node stops being ready, refuses new streams and
 //! ends its open ones itself, spread over the grace period, so browsers
-//! reconnect to other nodes and resume with `Last-Event-ID`.
+//! reconnect to other nodes and resume with `Last-Event-ID`. It keeps
+//! listening until that spread is over, answering `draining` (softly to
+//! browsers) while load balancers may still route to it.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;

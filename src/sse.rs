@@ -52,6 +52,15 @@ pub fn reset_history_truncated() -> Bytes {
     named("reset", r#"{"reason":"history_truncated"}"#)
 }
 
+/// The `unavailable` event of a soft refusal: the refusal's code and the
+/// seconds its JSON answer would have put in `Retry-After`.
+pub fn unavailable(code: &str, retry_after: u32) -> Bytes {
+    named(
+        "unavailable",
+        &format!(r#"{{"error":"{code}","retryAfter":{retry_after}}}"#),
+    )
+}
+
 /// The `token-expiring` event, sent before the stream ends at `expires_at`.
 pub fn token_expiring(expires_at: u64) -> Bytes {
     named(

@@ -88,3 +88,18 @@ fn browser_http2_many_tabs() {
 fn browser_leader_tab() {
     run_browser_test("08-leader-tab.test.mjs");
 }
+
+#[test]
+fn browser_plain_page_past_the_per_user_limit() {
+    run_browser_test("09-plain-per-user-limit.test.mjs");
+}
+
+#[test]
+fn browser_plain_page_through_a_rolling_restart() {
+    run_browser_test("10-plain-rolling-restart.test.mjs");
+}
+
+#[test]
+fn browser_plain_page_through_a_nats_outage() {
+    run_browser_test("11-plain-nats-outage.test.mjs");
+}

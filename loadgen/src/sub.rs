@@ -248,6 +248,24 @@ pub async fn run_stream(
                 Err(_) => Err("connect: timeout".into()),
             };
         match opened {
+            // A soft refusal (a short 200 with `event: unavailable`) has a
+            // length; a stream is open-ended. Read it as a browser does —
+            // its `retry:` and any start id — and count it as a refusal.
+            Ok((stream, head, rest))
+                if head.status == 200 && matches!(head.framing, Framing::Length(_)) =>
+            {
+                read_body(
+                    stream,
+                    &head,
+                    &rest,
+                    &mut parser,
+                    &mut tracker,
+                    &plan,
+                    &shared,
+                )
+                .await;
+                shared.fail("soft refusal".into());
+            }
             Ok((stream, head, rest)) if head.status == 200 => {
                 let now_ns = plan.t0.elapsed().as_nanos() as u64;
                 let us = u32::try_from(started.elapsed().as_micros()).unwrap_or(u32::MAX);

@@ -82,6 +82,10 @@ pub trait Bus: Send + Sync + 'static {
         dedupe_key: Option<String>,
     ) -> BoxFuture<Result<Vec<EventId>, BusError>>;
 
+    /// `user`'s current position: the id a stream opened now would start
+    /// at, so every later notification of that user has a larger id.
+    fn position(&self, user: UserId) -> BoxFuture<Result<EventId, BusError>>;
+
     /// Whether the bus can deliver now (readiness).
     fn is_connected(&self) -> bool;
 }

@@ -61,8 +61,9 @@ impl ApiError {
         }
     }
 
-    /// Seconds a client should wait before retrying, where that helps.
-    fn retry_after(&self) -> Option<u32> {
+    /// Seconds a client should wait before retrying, where that helps: set
+    /// exactly for the refusals that a later retry can cure.
+    pub(super) fn retry_after(&self) -> Option<u32> {
         match self {
             Self::TooManyConnections => Some(10),
             Self::NodeFull

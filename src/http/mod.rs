@@ -6,6 +6,7 @@
 mod error;
 mod ops;
 mod publish;
+mod refusal;
 mod session;
 mod socket;
 mod subscribe;

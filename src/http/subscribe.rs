@@ -13,6 +13,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::Bytes;
 use serde::Deserialize;
 
+use super::refusal::{accepts_event_stream, Refusal};
 use super::{bearer, ApiError, AppState};
 use crate::event::EventId;
 use crate::frame_queue::{self, FrameReceiver};
@@ -82,16 +83,6 @@ pub(super) async fn subscribe(
     req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let reject = |reason, error| {
-        metrics().rejected(reason).increment(1);
-        Err(error)
-    };
-    if state.lifecycle.is_draining() {
-        return reject(RejectReason::Draining, ApiError::Draining);
-    }
-    if !state.bus.is_connected() {
-        return reject(RejectReason::BusUnavailable, ApiError::BusUnavailable);
-    }
     let query = web::Query::<SubscribeQuery>::from_query(req.query_string())
         .map_err(|e| ApiError::BadRequest(format!("bad query string: {e}")))?
         .into_inner();
@@ -120,8 +111,24 @@ pub(super) async fn subscribe(
     .transpose()
     .map_err(|_| ApiError::InvalidLastEventId)?;
 
+    // Only now the refusals that a retry can cure: a bad token or request
+    // must still get its 401/400 from a draining or cut-off node (a soft
+    // refusal would have the browser retry a hopeless request forever), and
+    // a soft refusal carries the user's position, so it needs the user.
+    let refusal = Refusal {
+        user: &user_token.user,
+        resumes: resume_after.is_some(),
+        soft: accepts_event_stream(&req),
+    };
+    let refuse = |reason, error| refusal.answer(state.bus.as_ref(), reason, error);
+    if state.lifecycle.is_draining() {
+        return refuse(RejectReason::Draining, ApiError::Draining).await;
+    }
+    if !state.bus.is_connected() {
+        return refuse(RejectReason::BusUnavailable, ApiError::BusUnavailable).await;
+    }
     let Some(slot) = state.slots.acquire() else {
-        return reject(RejectReason::NodeLimit, ApiError::NodeFull);
+        return refuse(RejectReason::NodeLimit, ApiError::NodeFull).await;
     };
     let (tx, rx) = frame_queue::channel(state.limits.sink_queue);
     let sink_id = state.registry.next_sink_id();
@@ -137,11 +144,17 @@ pub(super) async fn subscribe(
     };
     let actor = match state.registry.join(&user_token.user, join).await {
         Ok(actor) => actor,
-        Err(JoinError::TooManyForUser) => {
-            return reject(RejectReason::PerUserLimit, ApiError::TooManyConnections)
-        }
-        Err(JoinError::BusUnavailable) => {
-            return reject(RejectReason::BusUnavailable, ApiError::BusUnavailable)
+        Err(error) => {
+            // A refusal holds no slot while it is answered.
+            drop(slot);
+            return match error {
+                JoinError::TooManyForUser => {
+                    refuse(RejectReason::PerUserLimit, ApiError::TooManyConnections).await
+                }
+                JoinError::BusUnavailable => {
+                    refuse(RejectReason::BusUnavailable, ApiError::BusUnavailable).await
+                }
+            };
         }
     };
 

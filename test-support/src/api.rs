@@ -40,6 +40,15 @@ impl NodeApi {
         format!("{}{}", self.base, path)
     }
 
+    /// Polls until `/readyz` answers `status`.
+    pub async fn wait_readyz(&self, status: u16) {
+        crate::wait_until(&format!("/readyz to answer {status}"), || async move {
+            let r = self.client.get(self.url("/readyz")).send().await.ok()?;
+            (r.status().as_u16() == status).then_some(())
+        })
+        .await;
+    }
+
     // -- tokens -----------------------------------------------------------
 
     /// Signs `claims` with this server's HS256 secret.

@@ -22,7 +22,7 @@ use std::future::Future;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
-use reqwest::Response;
+use reqwest::{RequestBuilder, Response};
 use serde_json::{json, Value};
 
 pub mod api;
@@ -284,6 +284,75 @@ pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
         .and_then(|r| r.split_whitespace().next())
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
+
+/// The `Retry-After` seconds of a JSON 429/503 refusal (status and code checked).
+pub async fn assert_error_retry_after(resp: Response, status: u16, code: &str) -> u64 {
+    let seconds = resp
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok()?.parse().ok());
+    assert_error(resp, status, code).await;
+    seconds.expect("Retry-After is delay-seconds")
+}
+
+/// `req` as a browser's EventSource sends it: with `Accept: text/event-stream`.
+pub fn as_event_source(req: RequestBuilder) -> RequestBuilder {
+    req.header("accept", "text/event-stream")
+        .header("cache-control", "no-cache")
+}
+
+/// Sends `req` as an EventSource and checks a soft refusal byte for byte:
+/// `200 text/event-stream` with `Cache-Control: no-cache` and
+/// `X-Accel-Buffering: no`; a body of `retry: <ms>` (at least
+/// `retry_after` s, at most twice that), an optional id-only frame, one
+/// `event: unavailable` with `{"error":code,"retryAfter":retry_after}`, and
+/// the end. Returns the id-only frame's id, if there was one.
+pub async fn assert_soft_refusal(req: RequestBuilder, code: &str, retry_after: u64) -> Option<u64> {
+    let resp = tokio::time::timeout(DEADLINE, as_event_source(req).send())
+        .await
+        .expect("a soft refusal within the deadline")
+        .expect("subscribe request");
+    let header = |name: &str| {
+        resp.headers()
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_string())
+    };
+    assert_eq!(resp.status().as_u16(), 200, "a soft refusal is a 200");
+    assert_eq!(header("content-type").as_deref(), Some("text/event-stream"));
+    assert_eq!(header("cache-control").as_deref(), Some("no-cache"));
+    assert_eq!(header("x-accel-buffering").as_deref(), Some("no"));
+    let body = tokio::time::timeout(DEADLINE, resp.text())
+        .await
+        .expect("a soft refusal ends by itself")
+        .expect("soft refusal body");
+    let (retry, rest) = body
+        .strip_prefix("retry: ")
+        .and_then(|r| r.split_once("\n\n"))
+        .unwrap_or_else(|| panic!("no retry: line first in {body:?}"));
+    let millis: u64 = retry.parse().expect("retry: is decimal");
+    assert!(
+        (retry_after * 1000..=2 * retry_after * 1000).contains(&millis),
+        "retry: {millis} ms is not within [Retry-After, 2 × Retry-After] of {retry_after} s"
+    );
+    let (id, rest) = match rest.strip_prefix("id: ") {
+        Some(r) => {
+            let (id, r) = r
+                .split_once("\n\n")
+                .unwrap_or_else(|| panic!("unterminated id frame in {body:?}"));
+            (Some(parse_id(id)), r)
+        }
+        None => (None, rest),
+    };
+    assert_eq!(
+        rest,
+        format!(
+            "event: unavailable\ndata: {{\"error\":\"{code}\",\"retryAfter\":{retry_after}}}\n\n"
+        ),
+        "the soft refusal's event, in {body:?}"
+    );
+    id
 }
 
 #[cfg(test)]

@@ -19,4 +19,5 @@ mod resume;
 mod session;
 mod shutdown;
 mod slow_client;
+mod soft_refusal;
 mod subscribe;

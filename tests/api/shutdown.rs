@@ -31,17 +31,7 @@ async fn sigterm_turns_readiness_off_refuses_new_streams_ends_open_ones_and_exit
         .collect();
 
     // Readiness turns off while the node drains.
-    let app_ref = &app;
-    wait_until("/readyz to answer 503", || async move {
-        let r = app_ref
-            .client
-            .get(app_ref.url("/readyz"))
-            .send()
-            .await
-            .ok()?;
-        (r.status().as_u16() == 503).then_some(())
-    })
-    .await;
+    app.wait_readyz(503).await;
     if let Ok(r) = app.client.get(app.url("/metrics")).send().await {
         let m = Metrics::parse(&r.text().await.unwrap_or_default());
         if m.has("notify_draining") {

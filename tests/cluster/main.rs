@@ -23,3 +23,4 @@ mod offline;
 mod partition;
 mod partitioned;
 mod rolling;
+mod soft_refusal;

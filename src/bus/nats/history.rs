@@ -12,6 +12,22 @@ use crate::sse;
 use crate::user_id::UserId;
 
 impl NatsBus {
+    /// `user`'s last sequence (0 when nothing is retained): a soft refusal
+    /// hands it to a page that never connected, as its start position.
+    pub(super) async fn user_position(self: Arc<Self>, user: UserId) -> Result<EventId, BusError> {
+        let stream = self.stream_for(&user)?;
+        match stream
+            .direct_get_last_for_subject(self.settings.stored_subject(&user))
+            .await
+        {
+            Ok(message) => Ok(EventId(message.sequence)),
+            Err(e) if matches!(e.kind(), jetstream::stream::DirectGetErrorKind::NotFound) => {
+                Ok(EventId(0))
+            }
+            Err(e) => Err(BusError::Other(e.to_string())),
+        }
+    }
+
     /// Reads `user`'s retained messages after `after`, one direct get each.
     pub(super) async fn read_history(
         self: Arc<Self>,

@@ -416,6 +416,10 @@ impl Bus for SharedNatsBus {
         Box::pin(self.0.clone().publish_all(users, payload, dedupe_key))
     }
 
+    fn position(&self, user: UserId) -> BoxFuture<Result<EventId, BusError>> {
+        Box::pin(self.0.clone().user_position(user))
+    }
+
     fn is_connected(&self) -> bool {
         self.0.connected.load(Ordering::Acquire) && self.0.streams.initialized()
     }
