@@ -277,7 +277,7 @@ pid_file: "/var/run/nats/nats.pid"
 lame_duck_duration: "30s"
 lame_duck_grace_period: "10s"
 max_payload: 1MB
-# Users and permissions; no anonymous access (no_auth_user is never set).
+# Users and permissions; no anonymous access.
 include "auth.conf"
 {{- if $tls.enabled }}
 # Clients (gateways, producers) connect with TLS{{ if $tls.mutual }} and a client certificate{{ end }}.
