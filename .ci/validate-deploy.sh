@@ -321,6 +321,30 @@ check "check_crds.py rejects duplicate YAML keys" \
   must_fail "duplicate key" "$VENV/bin/python" .ci/check_crds.py --name canary-duplicate-key \
   --in "$SELFTEST/canary-duplicate-key.yaml"
 
+for case in missing:'""' unknown-anchor:https://example.org/runbook.md#campusbitenotifynosuchalert; do
+  cat >"$SELFTEST/canary-rule-${case%%:*}.yaml" <<EOF
+apiVersion: monitoring.coreos.com/v1
+kind: PrometheusRule
+metadata:
+  name: canary
+spec:
+  groups:
+    - name: canary
+      rules:
+        - alert: CampusbiteNotifyNoSuchAlert
+          expr: notify_ready == 0
+          for: 1m
+          labels: {severity: warning}
+          annotations: {summary: canary, runbook_url: ${case#*:}}
+EOF
+done
+check "check_crds.py rejects an alert without runbook_url" \
+  must_fail "runbook_url must be a URL" "$VENV/bin/python" .ci/check_crds.py --name canary \
+  --runbook docs/runbook.md --in "$SELFTEST/canary-rule-missing.yaml"
+check "check_crds.py rejects a runbook_url whose anchor is not in docs/runbook.md" \
+  must_fail "is not a heading of docs/runbook.md" "$VENV/bin/python" .ci/check_crds.py --name canary \
+  --runbook docs/runbook.md --in "$SELFTEST/canary-rule-unknown-anchor.yaml"
+
 # ---- 3. kustomize overlays -------------------------------------------------------
 echo "== kustomize overlays (kubectl $KUBECTL_VERSION kustomize)"
 for overlay in dev prod prod-keda; do
