@@ -238,6 +238,26 @@ fn assert_allowed(output: &str) {
     );
 }
 
+/// Each `SUB <subject>` is refused for `credentials`.
+fn refuses_subscribe(port: u16, credentials: Option<(&str, &str)>, subjects: &[String]) {
+    for subject in subjects {
+        let out = raw_session(port, credentials, &format!("SUB {subject} 1\r\n"));
+        assert_refused(&out, "Subscription", subject);
+    }
+}
+
+/// Each `PUB <subject>` (reply to `reply`) is refused for `credentials`.
+fn refuses_publish(port: u16, credentials: Option<(&str, &str)>, reply: &str, subjects: &[String]) {
+    for subject in subjects {
+        let out = raw_session(
+            port,
+            credentials,
+            &format!("PUB {subject} {reply} 2\r\n{{}}\r\n"),
+        );
+        assert_refused(&out, "Publish", subject);
+    }
+}
+
 fn settings(partitions: u32) -> NatsSettings {
     NatsSettings {
         urls: vec![],
@@ -338,36 +358,35 @@ async fn the_producer_user_publishes_and_gets_acks_and_nothing_else() {
 
     // Everything else is refused, each with the server's own words.
     let producer_creds = Some((PRODUCER_USER, PRODUCER_PASSWORD));
-    for subject in [
-        format!("{PREFIX}.live.>"),
-        format!("{PREFIX}.>"),
-        format!("{PREFIX}.user.>"),
-        format!("{PREFIX}.live.u1"),
-        format!("{GATEWAY_INBOX}.>"),
-        ">".to_string(),
-        "$JS.API.>".to_string(),
-    ] {
-        let out = raw_session(server.port, producer_creds, &format!("SUB {subject} 1\r\n"));
-        assert_refused(&out, "Subscription", &subject);
-    }
-    for subject in [
-        format!("$JS.API.STREAM.DELETE.{stream}"),
-        format!("$JS.API.STREAM.PURGE.{stream}"),
-        format!("$JS.API.STREAM.UPDATE.{stream}"),
-        format!("$JS.API.STREAM.INFO.{stream}"),
-        format!("$JS.API.DIRECT.GET.{stream}.{PREFIX}.user.u1"),
-        format!("$JS.API.CONSUMER.CREATE.{stream}"),
-        // A forged live message (e.g. with a huge Nats-Sequence) never reaches a node.
-        format!("{PREFIX}.live.u1"),
-        format!("{GATEWAY_INBOX}.x"),
-    ] {
-        let out = raw_session(
-            server.port,
-            producer_creds,
-            &format!("PUB {subject} _INBOX.t 2\r\n{{}}\r\n"),
-        );
-        assert_refused(&out, "Publish", &subject);
-    }
+    refuses_subscribe(
+        server.port,
+        producer_creds,
+        &[
+            format!("{PREFIX}.live.>"),
+            format!("{PREFIX}.>"),
+            format!("{PREFIX}.user.>"),
+            format!("{PREFIX}.live.u1"),
+            format!("{GATEWAY_INBOX}.>"),
+            ">".to_string(),
+            "$JS.API.>".to_string(),
+        ],
+    );
+    refuses_publish(
+        server.port,
+        producer_creds,
+        "_INBOX.t",
+        &[
+            format!("$JS.API.STREAM.DELETE.{stream}"),
+            format!("$JS.API.STREAM.PURGE.{stream}"),
+            format!("$JS.API.STREAM.UPDATE.{stream}"),
+            format!("$JS.API.STREAM.INFO.{stream}"),
+            format!("$JS.API.DIRECT.GET.{stream}.{PREFIX}.user.u1"),
+            format!("$JS.API.CONSUMER.CREATE.{stream}"),
+            // A forged live message (e.g. with a huge Nats-Sequence) never reaches a node.
+            format!("{PREFIX}.live.u1"),
+            format!("{GATEWAY_INBOX}.x"),
+        ],
+    );
     // The permitted ones, raw: a publish and an inbox subscription.
     let out = raw_session(
         server.port,
@@ -417,33 +436,32 @@ async fn the_gateway_user_cannot_delete_the_stream_or_read_producer_subjects() {
     assert_eq!(ack.stream, stream);
 
     let gateway_creds = Some((GATEWAY_USER, GATEWAY_PASSWORD));
-    for subject in [
-        format!("{PREFIX}.user.>"),
-        format!("{PREFIX}.>"),
-        "_INBOX.>".to_string(),
-        ">".to_string(),
-    ] {
-        let out = raw_session(server.port, gateway_creds, &format!("SUB {subject} 1\r\n"));
-        assert_refused(&out, "Subscription", &subject);
-    }
-    for subject in [
-        format!("$JS.API.STREAM.DELETE.{stream}"),
-        // Purge only in partitioned mode (its start-up probe cleans up).
-        format!("$JS.API.STREAM.PURGE.{stream}"),
-        format!("$JS.API.STREAM.MSG.DELETE.{stream}"),
-        format!("$JS.API.CONSUMER.CREATE.{stream}"),
-        "$JS.API.STREAM.INFO.OTHER".to_string(),
-        "$JS.API.STREAM.CREATE.OTHER".to_string(),
-        "$JS.API.STREAM.LIST".to_string(),
-        format!("{PREFIX}.live.u1"),
-    ] {
-        let out = raw_session(
-            server.port,
-            gateway_creds,
-            &format!("PUB {subject} {GATEWAY_INBOX}.t 2\r\n{{}}\r\n"),
-        );
-        assert_refused(&out, "Publish", &subject);
-    }
+    refuses_subscribe(
+        server.port,
+        gateway_creds,
+        &[
+            format!("{PREFIX}.user.>"),
+            format!("{PREFIX}.>"),
+            "_INBOX.>".to_string(),
+            ">".to_string(),
+        ],
+    );
+    refuses_publish(
+        server.port,
+        gateway_creds,
+        &format!("{GATEWAY_INBOX}.t"),
+        &[
+            format!("$JS.API.STREAM.DELETE.{stream}"),
+            // Purge only in partitioned mode (its start-up probe cleans up).
+            format!("$JS.API.STREAM.PURGE.{stream}"),
+            format!("$JS.API.STREAM.MSG.DELETE.{stream}"),
+            format!("$JS.API.CONSUMER.CREATE.{stream}"),
+            "$JS.API.STREAM.INFO.OTHER".to_string(),
+            "$JS.API.STREAM.CREATE.OTHER".to_string(),
+            "$JS.API.STREAM.LIST".to_string(),
+            format!("{PREFIX}.live.u1"),
+        ],
+    );
     gateway_js
         .get_stream(&stream)
         .await
@@ -491,10 +509,11 @@ async fn partitioned_streams_work_with_the_same_model() {
     );
     // Reading stays closed: the stored and the live subjects.
     let producer_creds = Some((PRODUCER_USER, PRODUCER_PASSWORD));
-    for subject in [format!("{PREFIX}.part.>"), format!("{PREFIX}.live.>")] {
-        let out = raw_session(server.port, producer_creds, &format!("SUB {subject} 1\r\n"));
-        assert_refused(&out, "Subscription", &subject);
-    }
+    refuses_subscribe(
+        server.port,
+        producer_creds,
+        &[format!("{PREFIX}.part.>"), format!("{PREFIX}.live.>")],
+    );
 }
 
 /// The rendered model has no anonymous user and no open permission.
