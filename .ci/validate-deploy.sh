@@ -426,8 +426,9 @@ check "helm default: custom resources and invariants (1 NATS server)" \
   crds "$OUT/helm-default.yaml" --nats-replicas 1 --expect-env NOTIFY_STREAM_REPLICAS=1 \
   --expect ServiceMonitor --expect PrometheusRule --expect HorizontalPodAutoscaler --expect PodDisruptionBudget \
   --expect NetworkPolicy --expect Secret --expect ConfigMap
-check "helm prod: custom resources and invariants (3 NATS servers, stream replicas 3, Ingress, HTTPRoute)" \
-  crds "$OUT/helm-prod.yaml" --nats-replicas 3 --expect-env NOTIFY_STREAM_REPLICAS=3 \
+check "helm prod: custom resources and invariants (3 NATS servers, stream replicas 3, Ingress, HTTPRoute, NATS TLS)" \
+  crds "$OUT/helm-prod.yaml" --nats-replicas 3 --expect-env NOTIFY_STREAM_REPLICAS=3 --expect Certificate \
+  --expect-env NOTIFY_NATS_URL=tls://notify-campusbite-notify-nats:4222 \
   --expect Ingress --expect HTTPRoute --expect ServiceMonitor --expect PrometheusRule \
   --expect HorizontalPodAutoscaler --expect PodDisruptionBudget --expect NetworkPolicy
 check "helm prod-keda: custom resources and invariants (ScaledObject, no HPA)" \
