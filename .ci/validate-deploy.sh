@@ -461,9 +461,9 @@ check "helm existing-secret: custom resources and invariants (every key from the
 check "helm existing-secret: JWKS URL and publisher secret from the Secret, no chart JWT Secret, no helm test" \
   bash -c 'f=$1; grep -q "name: NOTIFY_JWT_JWKS_URL" "$f" && grep -q "name: NOTIFY_PUBLISHER_JWT_SECRET" "$f" &&
     ! grep -q "name: notify-campusbite-notify-jwt$" "$f" && ! grep -q "helm.sh/hook: test" "$f"' _ "$OUT/helm-existing-secret.yaml"
-check "helm openshift: custom resources and invariants, no runAsUser on the gateway pod" \
+check "helm openshift: custom resources and invariants, no fixed uid/gid/fsGroup on the gateway and NATS pods" \
   bash -c '"$1" .ci/check_crds.py --name openshift --runbook docs/runbook.md --in "$2" &&
-    "$1" -c "import sys, yaml; d = [x for x in yaml.safe_load_all(open(sys.argv[1])) if x and x[\"kind\"] == \"Deployment\"][0]; sys.exit(\"runAsUser\" in d[\"spec\"][\"template\"][\"spec\"][\"securityContext\"])" "$2"' \
+    "$1" -c "import sys, yaml; w = [x for x in yaml.safe_load_all(open(sys.argv[1])) if x and x[\"kind\"] in (\"Deployment\", \"StatefulSet\")]; sys.exit(len(w) != 2 or any(k in x[\"spec\"][\"template\"][\"spec\"][\"securityContext\"] for x in w for k in (\"runAsUser\", \"runAsGroup\", \"fsGroup\")))" "$2"' \
   _ "$VENV/bin/python" "$OUT/helm-openshift.yaml"
 check "helm no-exporter: no exporter sidecar, no NATS ServiceMonitor, no JetStream alerts" \
   lacks "$OUT/helm-no-exporter.yaml" "image: .*prometheus-nats-exporter|^ *- alert: CampusbiteNotifyJetStream|name: notify-campusbite-notify-nats-metrics"
