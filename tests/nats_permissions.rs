@@ -318,6 +318,14 @@ async fn gateway_sets_up(
             matches!(&last, Err(e) if matches!(e.kind(), jetstream::stream::DirectGetErrorKind::NotFound)),
             "direct get on {name}: {last:?}"
         );
+        // History reads: direct get "next by subject" (the request body form).
+        let next = stream
+            .direct_get_next_for_subject(format!("{PREFIX}.user.{user}"), Some(1))
+            .await;
+        assert!(
+            matches!(&next, Err(e) if matches!(e.kind(), jetstream::stream::DirectGetErrorKind::NotFound)),
+            "direct get next on {name}: {next:?}"
+        );
     }
     let live = client
         .subscribe(format!("{PREFIX}.live.{user}"))
