@@ -543,6 +543,25 @@ check "schema: config.logFormat=xml is rejected" \
   must_fail "$SCHEMA_ERR" "$HELM" template t "$CHART" --set config.logFormat=xml
 check "schema: nats.auth.gatewayUser with a space is rejected" \
   must_fail "$SCHEMA_ERR" "$HELM" template t "$CHART" --set 'nats.auth.gatewayUser=a b'
+# The kustomize alerts are the chart's, with the kustomize NATS job name.
+rules_match_chart() {
+  "$HELM" template notify "$CHART" --set fullnameOverride=campusbite-notify \
+    --api-versions monitoring.coreos.com/v1/PrometheusRule --show-only templates/prometheusrule.yaml \
+    >"$SELFTEST/chart-rules.yaml" &&
+    "$VENV/bin/python" - "$SELFTEST/chart-rules.yaml" k8s/base/prometheusrule.yaml <<'PY'
+import sys, yaml
+chart = yaml.safe_load(open(sys.argv[1]).read().replace("campusbite-notify-nats-metrics", "campusbite-nats-metrics"))
+k8s = yaml.safe_load(open(sys.argv[2]))
+if chart["spec"] != k8s["spec"]:
+    for gc, gk in zip(chart["spec"]["groups"], k8s["spec"]["groups"]):
+        for rc, rk in zip(gc["rules"], gk["rules"]):
+            if rc != rk:
+                print("differs:", rc.get("alert"), "\nchart:", rc, "\nk8s:  ", rk)
+    sys.exit("k8s/base/prometheusrule.yaml differs from the chart's rules")
+print(sum(len(g["rules"]) for g in k8s["spec"]["groups"]), "rules identical")
+PY
+}
+check "k8s/base/prometheusrule.yaml has the chart's rules (NATS job campusbite-nats-metrics)" rules_match_chart
 check "chart refuses Kubernetes < 1.30 (preStop sleep)" \
   must_fail "kubeVersion|incompatible|not compatible" "$HELM" template t "$CHART" --kube-version 1.29.0
 
