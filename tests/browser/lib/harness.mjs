@@ -355,6 +355,9 @@ export async function startStatic(res, routes) {
  *   cut()          destroys every open connection
  *   down = true    new connections are closed at once (the server "is gone")
  *   block = re     requests whose path matches are refused (connection closed)
+ *   refuse = {path: re, status, retryAfter?, body?}
+ *                  requests whose path matches get this JSON answer instead of
+ *                  reaching the server (a hard refusal: a native EventSource gives up)
  *   target = port  where new connections go
  */
 export async function startProxy(res, targetPort) {
@@ -362,6 +365,7 @@ export async function startProxy(res, targetPort) {
     target: targetPort,
     down: false,
     block: null,
+    refuse: null,
     refused: 0,
     requests: [],
     responses: [],
@@ -372,6 +376,10 @@ export async function startProxy(res, targetPort) {
     },
     subscribeRequests() {
       return this.requests.filter((r) => r.path.startsWith('/api/notifications/subscribe'));
+    },
+    /** The start of what the server answered to request `r` (status line first). */
+    responseTo(r) {
+      return this.responses[r.conn].slice(r.respAt);
     },
   };
   let nextConn = 0;
@@ -423,9 +431,27 @@ export async function startProxy(res, targetPort) {
           if (i > 0) headers[l.slice(0, i).trim().toLowerCase()] = l.slice(i + 1).trim();
         }
         const blocked = !!(proxy.block && proxy.block.test(reqPath || ''));
-        proxy.requests.push({ conn, method, path: reqPath, headers, blocked, at: Date.now() });
+        const refuse = proxy.refuse && proxy.refuse.path.test(reqPath || '') ? proxy.refuse : null;
+        // respAt: where this request's response starts in responses[conn]
+        // (browsers send the next request on a connection only after the
+        // previous response ended).
+        proxy.requests.push({
+          conn, method, path: reqPath, headers, blocked, refusedWith: refuse ? refuse.status : null,
+          respAt: proxy.responses[conn].length, at: Date.now(),
+        });
         if (blocked) {
           close();
+          return;
+        }
+        if (refuse) {
+          upstream.removeAllListeners('close');
+          upstream.on('error', () => {});
+          upstream.destroy();
+          proxy.open.delete(upstream);
+          const body = JSON.stringify(refuse.body ?? { error: 'draining', message: 'the node is shutting down' });
+          const retry = refuse.retryAfter !== undefined ? `Retry-After: ${refuse.retryAfter}\r\n` : '';
+          client.end(`HTTP/1.1 ${refuse.status} Refused\r\nContent-Type: application/json\r\n` +
+            `Content-Length: ${Buffer.byteLength(body)}\r\n${retry}Connection: close\r\n\r\n${body}`);
           return;
         }
         bodyLeft = Number(headers['content-length'] || 0);
@@ -519,6 +545,55 @@ export const demo = {
     badge: li.querySelector('.badge')?.textContent ?? null,
   }))),
 };
+
+// ---- a page that uses the client library ------------------------------------------
+
+/**
+ * A page (load it with `page.setContent` on a document of the gateway's
+ * origin) that imports /notify-client.js and starts createNotifyClient with
+ * `options` (JSON) and getToken = window.__getToken (expose it first). It
+ * records notification ids in window.got and everything else in window.log:
+ * {k: 'message'|'other'|'reset'|'state'|'expiring'|'renewed'|'error', …}.
+ */
+export const libraryPage = (options = {}) => `<!doctype html>
+<meta charset="utf-8"><title>notify-client test</title>
+<script type="module">
+  import { createNotifyClient } from '/notify-client.js';
+  window.got = [];
+  window.log = [];
+  const note = (entry) => window.log.push({ ...entry, at: Date.now() });
+  window.client = createNotifyClient({
+    ...${JSON.stringify(options)},
+    getToken: (reason) => window.__getToken(reason),
+    onOrderUpdate: (n, m) => { window.got.push(m.id); note({ k: 'message', id: m.id, status: n.data.status, otp: n.data.otp }); },
+    onNotification: (n, m) => { window.got.push(m.id); note({ k: 'other', id: m.id, type: n.type }); },
+    onReset: (info) => note({ k: 'reset', info, after: window.got[window.got.length - 1] ?? null }),
+    onStateChange: (c) => note({ k: 'state', state: c.state, reason: c.reason, error: c.error, leader: c.leader }),
+    onTokenExpiring: (at) => note({ k: 'expiring', expiresAt: at }),
+    onTokenRenewed: (reason) => note({ k: 'renewed', reason }),
+    onError: (e) => note({ k: 'error', code: e.code, status: e.status, fatal: e.fatal }),
+  });
+</script>`;
+
+export const lib = {
+  got: (page) => page.evaluate(() => window.got),
+  log: (page, k) => page.evaluate((kind) => window.log.filter((e) => !kind || e.k === kind), k),
+  state: (page) => page.evaluate(() => window.client && window.client.state),
+  async waitState(page, state, timeout = 15000) {
+    await waitFor(`the client to be ${state}`, async () => (await lib.state(page)) === state, { timeout });
+  },
+  async waitGot(page, count, timeout = 15000) {
+    return waitFor(`${count} notifications`, async () => {
+      const got = await lib.got(page);
+      return got.length >= count ? got : false;
+    }, { timeout });
+  },
+};
+
+/** The proxy's requests that an EventSource made (not fetch probes). */
+export function eventSourceRequests(proxy) {
+  return proxy.subscribeRequests().filter((r) => r.headers.accept === 'text/event-stream');
+}
 
 /** Asserts a list of ids has no duplicate and is strictly increasing. */
 export function assertNoDupIncreasing(assert, ids, label) {
