@@ -241,6 +241,7 @@ class Stream {
         es.addEventListener('token-expiring', (e) => {
             if (!current())
                 return;
+            this.cursor.offer('token-expiring', e.lastEventId);
             const info = parseJson(e.data);
             const expiresAt = isObject(info) && typeof info.expiresAt === 'number' ? info.expiresAt : null;
             this.hooks.expiring(expiresAt);
@@ -250,6 +251,7 @@ class Stream {
         es.addEventListener('unavailable', (e) => {
             if (!current())
                 return;
+            this.cursor.offer('unavailable', e.lastEventId);
             const info = parseJson(e.data);
             const code = isObject(info) && typeof info.error === 'string' ? info.error : 'unavailable';
             const retry = isObject(info) && typeof info.retryAfter === 'number' ? info.retryAfter * 1000 : undefined;

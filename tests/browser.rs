@@ -88,3 +88,53 @@ fn browser_http2_many_tabs() {
 fn browser_leader_tab() {
     run_browser_test("08-leader-tab.test.mjs");
 }
+
+#[test]
+fn browser_client_token_renewal() {
+    run_browser_test("09-client-token-renewal.test.mjs");
+}
+
+#[test]
+fn browser_client_nats_failover() {
+    run_browser_test("10-client-nats-failover.test.mjs");
+}
+
+#[test]
+fn browser_client_shared_tabs() {
+    run_browser_test("11-client-shared-tabs.test.mjs");
+}
+
+#[test]
+fn browser_client_reset() {
+    run_browser_test("12-client-reset.test.mjs");
+}
+
+/// The client library (`clients/js`): a fresh `tsc` build must equal the
+/// committed `static/notify-client.js` (the file the node serves), then its
+/// unit tests run on that build.
+#[test]
+fn js_client_build_matches_and_unit_tests_pass() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("clients/js");
+    assert!(
+        dir.join("node_modules/typescript").is_dir(),
+        "clients/js/node_modules is missing: run scripts/install-browser-deps"
+    );
+    for args in [
+        &["scripts/build.mjs", "--check"][..],
+        &["--test", "--test-reporter=spec", "test/"][..],
+    ] {
+        let output = Command::new("node")
+            .args(args)
+            .current_dir(&dir)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run node ({e}); install Node.js >= 20"));
+        println!("{}", String::from_utf8_lossy(&output.stdout));
+        eprintln!("{}", String::from_utf8_lossy(&output.stderr));
+        assert!(
+            output.status.success(),
+            "node {} in clients/js failed ({})",
+            args.join(" "),
+            output.status
+        );
+    }
+}

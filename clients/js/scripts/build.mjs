@@ -4,6 +4,7 @@
 //                                    copy the gateway serves (static/notify-client.js)
 //   node scripts/build.mjs --check   builds dist/ and fails when the committed
 //                                    static/notify-client.js differs from it
+//   node scripts/build.mjs --dist    builds dist/ only (the npm package)
 // Two tsc passes: the JavaScript without comments (only the /*! banner), the
 // declarations with their doc comments.
 
@@ -16,6 +17,7 @@ import zlib from 'node:zlib';
 const pkgDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const served = path.resolve(pkgDir, '../../static/notify-client.js');
 const check = process.argv.includes('--check');
+const distOnly = process.argv.includes('--dist');
 const tsc = path.join(pkgDir, 'node_modules/typescript/bin/tsc');
 
 if (!fs.existsSync(tsc)) {
@@ -41,7 +43,7 @@ if (check) {
     process.exit(1);
   }
   console.log('build --check: static/notify-client.js matches the fresh build');
-} else {
+} else if (!distOnly) {
   fs.writeFileSync(served, js);
   console.log(`wrote ${path.relative(process.cwd(), served)}`);
 }

@@ -509,6 +509,7 @@ class Stream {
     }
     es.addEventListener('token-expiring', (e) => {
       if (!current()) return;
+      this.cursor.offer('token-expiring', e.lastEventId); // may be the start frame's id
       const info = parseJson(e.data);
       const expiresAt = isObject(info) && typeof info.expiresAt === 'number' ? info.expiresAt : null;
       this.hooks.expiring(expiresAt);
@@ -517,7 +518,9 @@ class Stream {
     es.addEventListener('unavailable', (e) => {
       if (!current()) return;
       // A soft refusal: the response ends and the browser retries by itself
-      // after the server's `retry:`, keeping its Last-Event-ID.
+      // after the server's `retry:`, keeping its Last-Event-ID (or the
+      // position this refusal carried, for a page that never connected).
+      this.cursor.offer('unavailable', e.lastEventId);
       const info = parseJson(e.data);
       const code = isObject(info) && typeof info.error === 'string' ? info.error : 'unavailable';
       const retry = isObject(info) && typeof info.retryAfter === 'number' ? info.retryAfter * 1000 : undefined;
