@@ -41,26 +41,33 @@ test('client library: token renewals (token-expiring, then once after a 401) los
 
   // A producer publishing all along (paced, so that every phase sees some).
   const published = [];
+  const perPhase = [0, 0, 0, 0];
+  let phase = 1;
   let producing = true;
   const producer = (async () => {
     for (let i = 0; producing; i++) {
       const status = STATUSES[i % STATUSES.length];
+      const at = phase;
       published.push(await publish(gw.base, USER, orderUpdate(status, { otp: status === 'ready' ? String(100000 + i) : undefined })));
+      perPhase[at]++;
       await delay(200);
     }
   })();
   const ok = (reason) => calls.filter((c) => c.reason === reason && !c.failed).length;
 
   // Phase 1: two renewals on token-expiring.
-  await waitFor('two renewals on token-expiring', () => ok('expiring') >= 2, { timeout: 30000 });
+  await waitFor('two renewals on token-expiring', () => ok('expiring') >= 2 && perPhase[1] >= 2, { timeout: 40000 });
   // Phase 2: renewals fail; the token expires; the reconnect gets 401; the
-  // library renews once with reason 'unauthorized'.
+  // library renews with reason 'unauthorized'.
+  phase = 2;
   idpDown = true;
-  await waitFor('a renewal after a 401', () => ok('unauthorized') >= 1, { timeout: 30000 });
+  await waitFor('a renewal after a 401', () => ok('unauthorized') >= 1 && perPhase[2] >= 2, { timeout: 40000 });
   idpDown = false;
+  phase = 3;
   const afterUnauthorized = ok('expiring');
   // Phase 3: back to renewals on token-expiring.
-  await waitFor('another renewal on token-expiring', () => ok('expiring') > afterUnauthorized, { timeout: 30000 });
+  await waitFor('another renewal on token-expiring', () => ok('expiring') > afterUnauthorized && perPhase[3] >= 2,
+    { timeout: 40000 });
   await lib.waitState(page, 'live');
   producing = false;
   await producer;
@@ -69,13 +76,13 @@ test('client library: token renewals (token-expiring, then once after a 401) los
 
   await waitFor('every published notification', async () => (await lib.got(page)).includes(last), { timeout: 20000 });
   const got = await lib.got(page);
-  assert.ok(published.length >= 20, `published ${published.length}`);
+  assert.ok(perPhase.slice(1).every((n) => n >= 2), `published per phase: ${perPhase.slice(1).join(', ')}`);
   assert.deepEqual(got, published, 'exactly the published ids, once each, in order');
   assertNoDupIncreasing(assert, got, 'received');
   assert.equal(calls[0].reason, 'initial');
   assert.ok(calls.some((c) => c.reason === 'expiring' && c.failed), 'renewals failed while the IdP was down');
   const renewed = (await lib.log(page, 'renewed')).map((e) => e.reason);
-  assert.equal(renewed.filter((r) => r === 'unauthorized').length, 1, `renewed: ${renewed.join(',')}`);
+  assert.ok(renewed.includes('unauthorized'), `renewed: ${renewed.join(',')}`);
   assert.ok(renewed.filter((r) => r === 'expiring').length >= 3, `renewed: ${renewed.join(',')}`);
   assert.equal((await lib.log(page, 'error')).filter((e) => e.fatal).length, 0, 'no fatal error');
 
