@@ -6,9 +6,13 @@
 //! Needs `/usr/bin/chromium` (or `CHROMIUM_BIN`), node ≥ 20 and
 //! `tests/browser/node_modules` (`scripts/install-browser-deps` sets up both).
 //! Artifacts (logs, `demo.png`) go to `target/browser-artifacts/`.
+//!
+//! One more #[test] checks the client library in `clients/js`: a fresh build
+//! equals the served `static/notify-client.js`, and its unit tests pass.
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, ExitStatus};
 
 fn run_browser_test(file: &str) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
@@ -31,22 +35,33 @@ fn run_browser_test(file: &str) {
         "tests/browser/node_modules is missing: run scripts/install-browser-deps"
     );
 
+    let status = run_node(
+        &dir,
+        &["--test", "--test-reporter=spec", file],
+        &[
+            ("CAMPUSBITE_BIN", bin.as_os_str()),
+            ("CAMPUSBITE_ARTIFACTS", artifacts.as_os_str()),
+            ("CHROMIUM_BIN", chromium.as_os_str()),
+        ],
+    );
+    assert!(
+        status.success(),
+        "node --test {file} failed ({status}); logs in {}",
+        artifacts.display()
+    );
+}
+
+/// Runs `node <args>` in `dir`, prints its output, returns its exit status.
+fn run_node(dir: &Path, args: &[&str], env: &[(&str, &OsStr)]) -> ExitStatus {
     let output = Command::new("node")
-        .args(["--test", "--test-reporter=spec", file])
-        .current_dir(&dir)
-        .env("CAMPUSBITE_BIN", &bin)
-        .env("CAMPUSBITE_ARTIFACTS", &artifacts)
-        .env("CHROMIUM_BIN", &chromium)
+        .args(args)
+        .current_dir(dir)
+        .envs(env.iter().copied())
         .output()
         .unwrap_or_else(|e| panic!("cannot run node ({e}); install Node.js >= 20"));
     println!("{}", String::from_utf8_lossy(&output.stdout));
     eprintln!("{}", String::from_utf8_lossy(&output.stderr));
-    assert!(
-        output.status.success(),
-        "node --test {file} failed ({}); logs in {}",
-        output.status,
-        artifacts.display()
-    );
+    output.status
 }
 
 #[test]
@@ -123,18 +138,11 @@ fn js_client_build_matches_and_unit_tests_pass() {
         &["scripts/build.mjs", "--check"][..],
         &["--test", "--test-reporter=spec", "test/"][..],
     ] {
-        let output = Command::new("node")
-            .args(args)
-            .current_dir(&dir)
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run node ({e}); install Node.js >= 20"));
-        println!("{}", String::from_utf8_lossy(&output.stdout));
-        eprintln!("{}", String::from_utf8_lossy(&output.stderr));
+        let status = run_node(&dir, args, &[]);
         assert!(
-            output.status.success(),
-            "node {} in clients/js failed ({})",
-            args.join(" "),
-            output.status
+            status.success(),
+            "node {} in clients/js failed ({status})",
+            args.join(" ")
         );
     }
 }

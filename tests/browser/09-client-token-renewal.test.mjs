@@ -10,14 +10,14 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  resources, startGateway, startProxy, launchBrowser, newTab, mintToken, publish, orderUpdate,
-  waitFor, delay, libraryPage, lib, eventSourceRequests, assertNoDupIncreasing,
+  resources, startGateway, startProxy, launchBrowser, mintToken, publish, orderUpdate,
+  waitFor, delay, libraryTab, lib, eventSourceRequests, assertNoDupIncreasing,
 } from './lib/harness.mjs';
 
 const USER = 'student-client-renewal';
 const STATUSES = ['accepted', 'preparing', 'ready', 'collected'];
 
-test('client library: token renewals (token-expiring, then once after a 401) lose and repeat nothing', { timeout: 120000 }, async (t) => {
+test('client library: token renewals (on token-expiring, and after a 401) lose and repeat nothing', { timeout: 120000 }, async (t) => {
   const res = resources(t, 'client-token-renewal');
   const gw = await startGateway(res, { NOTIFY_TOKEN_EXPIRY_WARNING: '3s', NOTIFY_JWT_LEEWAY: '0s' });
   const proxy = await startProxy(res, gw.port);
@@ -25,7 +25,7 @@ test('client library: token renewals (token-expiring, then once after a 401) los
   const browser = await launchBrowser(res);
   const calls = []; // {reason, token?, failed?}
   let idpDown = false; // renewals on token-expiring fail while true
-  await browser.exposeFunction('__getToken', async (reason) => {
+  const page = await libraryTab(browser, proxy.base, async (reason) => {
     if (reason === 'expiring' && idpDown) {
       calls.push({ reason, failed: true });
       throw new Error('identity provider unavailable');
@@ -34,10 +34,6 @@ test('client library: token renewals (token-expiring, then once after a 401) los
     calls.push({ reason, token });
     return token;
   });
-  const page = await newTab(browser);
-  await page.goto(`${proxy.base}/healthz`); // a document of the gateway's origin
-  await page.setContent(libraryPage());
-  await lib.waitState(page, 'live');
 
   // A producer publishing all along (paced, so that every phase sees some).
   const published = [];

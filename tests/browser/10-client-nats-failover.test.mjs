@@ -11,8 +11,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  resources, startGateway, startNatsCluster, startProxy, launchBrowser, newTab, mintToken, publish,
-  orderUpdate, waitFor, metric, libraryPage, lib, eventSourceRequests, assertNoDupIncreasing,
+  resources, startTwoNodes, launchBrowser, mintToken, publish, orderUpdate, waitFor, metric,
+  libraryTab, lib, eventSourceRequests, assertNoDupIncreasing,
 } from './lib/harness.mjs';
 
 const USER = 'student-client-failover';
@@ -20,19 +20,10 @@ const SUBSCRIBE = /^\/api\/notifications\/subscribe/;
 
 test('client library: node dies, the next node refuses with 503 for a while, the library resumes there without loss', { timeout: 120000 }, async (t) => {
   const res = resources(t, 'client-nats-failover');
-  const nats = await startNatsCluster(res);
-  const env = { NOTIFY_NATS_URL: nats.urls, NOTIFY_STREAM_REPLICAS: '3' };
-  const node1 = await startGateway(res, env, { name: 'node1' });
-  const node2 = await startGateway(res, env, { name: 'node2' });
-  const lb = await startProxy(res, node1.port);
+  const { node1, node2, lb } = await startTwoNodes(res);
   const token = mintToken({ user: USER });
-
   const browser = await launchBrowser(res);
-  await browser.exposeFunction('__getToken', async () => token);
-  const page = await newTab(browser);
-  await page.goto(`${lb.base}/healthz`);
-  await page.setContent(libraryPage({ backoff: { initialMs: 500, maxMs: 4000 } }));
-  await lib.waitState(page, 'live');
+  const page = await libraryTab(browser, lb.base, async () => token, { backoff: { initialMs: 500, maxMs: 4000 } });
   await waitFor('the stream on node 1', async () => (await metric(node1.base, 'notify_connections_open')) === 1);
 
   const a = await publish(node2.base, USER, orderUpdate('accepted'));

@@ -7,8 +7,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  resources, startGateway, startProxy, launchBrowser, newTab, mintToken, publish, orderUpdate,
-  waitFor, libraryPage, lib,
+  resources, startGateway, startProxy, launchBrowser, mintToken, publish, orderUpdate,
+  waitFor, libraryTab, lib,
 } from './lib/harness.mjs';
 
 const USER = 'student-client-reset';
@@ -20,11 +20,7 @@ test('client library: history truncated while away, onReset fires once, then the
   const token = mintToken({ user: USER });
 
   const browser = await launchBrowser(res);
-  await browser.exposeFunction('__getToken', async () => token);
-  const page = await newTab(browser);
-  await page.goto(`${proxy.base}/healthz`);
-  await page.setContent(libraryPage());
-  await lib.waitState(page, 'live');
+  const page = await libraryTab(browser, proxy.base, async () => token);
   const a = await publish(gw.base, USER, orderUpdate('accepted'));
   assert.deepEqual(await lib.waitGot(page, 1), [a]);
 

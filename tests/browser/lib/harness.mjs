@@ -325,6 +325,19 @@ export async function startNatsCluster(res) {
   return { servers, urls: servers.map((s) => s.url).join(',') };
 }
 
+/**
+ * A NATS cluster (R3 stream), two gateway nodes on it and a proxy (the load
+ * balancer) sending new connections to node 1.
+ */
+export async function startTwoNodes(res) {
+  const nats = await startNatsCluster(res);
+  const env = { NOTIFY_NATS_URL: nats.urls, NOTIFY_STREAM_REPLICAS: '3' };
+  const node1 = await startGateway(res, env, { name: 'node1' });
+  const node2 = await startGateway(res, env, { name: 'node2' });
+  const lb = await startProxy(res, node1.port);
+  return { nats, node1, node2, lb };
+}
+
 // ---- other origins -------------------------------------------------------------
 
 /** A tiny static HTTP server on an ephemeral port: {path: body|(req,res)=>void}. */
@@ -574,6 +587,19 @@ export const libraryPage = (options = {}) => `<!doctype html>
     onError: (e) => note({ k: 'error', code: e.code, status: e.status, fatal: e.fatal }),
   });
 </script>`;
+
+/**
+ * A new tab on `base` (the gateway or a proxy in front of it) running
+ * libraryPage(options); getToken(reason) runs in the test. Waits until live.
+ */
+export async function libraryTab(browser, base, getToken, options = {}) {
+  await browser.exposeFunction('__getToken', getToken);
+  const page = await newTab(browser);
+  await page.goto(`${base}/healthz`); // any document of the gateway's origin
+  await page.setContent(libraryPage(options));
+  await lib.waitState(page, 'live');
+  return page;
+}
 
 export const lib = {
   got: (page) => page.evaluate(() => window.got),
