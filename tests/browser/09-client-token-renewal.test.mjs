@@ -5,7 +5,8 @@
 // identity provider fails for a while: the stream ends at the token's
 // expiry, the browser's own reconnect gets 401 and gives up, and the library
 // renews once ('unauthorized') and resumes. The page receives exactly the
-// published ids, each once, in order.
+// published ids, each once, in order. In cookie mode the same renewals POST
+// a new session cookie and the browser's own reconnects carry it.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -15,6 +16,7 @@ import {
 } from './lib/harness.mjs';
 
 const USER = 'student-client-renewal';
+const USER_COOKIE = 'student-client-cookie';
 const STATUSES = ['accepted', 'preparing', 'ready', 'collected'];
 
 test('client library: token renewals (on token-expiring, and after a 401) lose and repeat nothing', { timeout: 120000 }, async (t) => {
@@ -104,6 +106,59 @@ test('client library: token renewals (on token-expiring, and after a 401) lose a
   }
   const afterRefusal = streams[streams.indexOf(refused[0]) + 1];
   assert.equal(tokens.get(q(afterRefusal).get('token')), 'unauthorized', 'the 401 led to a renewal, then a new EventSource');
+  const states = (await lib.log(page, 'state')).map((e) => e.state);
+  assert.ok(!states.includes('closed'), `never closed: ${states.join(' → ')}`);
+});
+
+test('client library, cookie mode: renewals POST a new session cookie, the browser\'s own reconnects carry it, nothing lost', { timeout: 120000 }, async (t) => {
+  const res = resources(t, 'client-cookie-renewal');
+  const gw = await startGateway(res, { NOTIFY_TOKEN_EXPIRY_WARNING: '3s', NOTIFY_JWT_LEEWAY: '0s' });
+  const proxy = await startProxy(res, gw.port);
+  const browser = await launchBrowser(res);
+  const calls = [];
+  const page = await libraryTab(browser, proxy.base, async (reason) => {
+    const token = mintToken({ user: USER_COOKIE, ttl: '6s' });
+    calls.push({ reason, token });
+    return token;
+  }, { mode: 'cookie' });
+
+  const published = [];
+  let producing = true;
+  const producer = (async () => {
+    for (let i = 0; producing; i++) {
+      published.push(await publish(gw.base, USER_COOKIE, orderUpdate(STATUSES[i % STATUSES.length])));
+      await delay(200);
+    }
+  })();
+  // Three streams in a row end at their token's expiry; each reconnect
+  // carries the cookie renewed before it.
+  const reconnects = () => eventSourceRequests(proxy).filter((r) => r.headers['last-event-id']);
+  await waitFor('three reconnects with renewed cookies', () => reconnects().length >= 3 && published.length >= 6,
+    { timeout: 60000 });
+  await lib.waitState(page, 'live');
+  producing = false;
+  await producer;
+  const last = await publish(gw.base, USER_COOKIE, orderUpdate('cancelled'));
+  published.push(last);
+  await waitFor('every published notification', async () => (await lib.got(page)).includes(last), { timeout: 20000 });
+  assert.deepEqual(await lib.got(page), published, 'exactly the published ids, once each, in order');
+
+  const streams = eventSourceRequests(proxy);
+  assert.equal(streams.filter((r) => !r.headers['last-event-id']).length, 1,
+    'one EventSource; every later stream is the browser\'s own reconnect');
+  for (const r of streams) assert.ok(!/token=/.test(r.path), `no token in a stream URL: ${r.path}`);
+  const cookieOf = (r) => (r.headers.cookie || '').match(/campusbite_notify=([^;]*)/)?.[1];
+  const tokens = calls.map((c) => c.token);
+  for (const r of reconnects()) {
+    const i = tokens.indexOf(cookieOf(r));
+    assert.ok(i >= 1, 'a reconnect carries a renewed cookie');
+  }
+  for (const r of streams) {
+    assert.ok(proxy.responseTo(r).startsWith('HTTP/1.1 200'), 'no stream was refused');
+  }
+  const posts = proxy.requests.filter((r) => r.path === '/api/notifications/session' && r.method === 'POST');
+  assert.equal(posts.length, calls.length, 'one session POST per token');
+  assert.deepEqual([...new Set(calls.slice(1).map((c) => c.reason))], ['expiring']);
   const states = (await lib.log(page, 'state')).map((e) => e.state);
   assert.ok(!states.includes('closed'), `never closed: ${states.join(' → ')}`);
 });
