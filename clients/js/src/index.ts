@@ -170,14 +170,23 @@ export function withParam(url: string, name: string, value: string | null): stri
 
 // ---- errors -----------------------------------------------------------------------
 
-/** What went wrong, for {@link NotifyClientOptions.onError}. */
+/**
+ * What went wrong, for {@link NotifyClientOptions.onError}:
+ * - `unauthorized`: 401 even after a renewal; the client stops (call
+ *   reconnect() once the user has signed in again);
+ * - `forbidden`: 403 (e.g. a cookie request from a foreign origin); the client stops;
+ * - `refused`: a refusal a later attempt may cure (429, 503, network); the client retries;
+ * - `renew_failed`: getToken() failed or returned no token;
+ * - `session_failed`: POST /api/notifications/session failed;
+ * - `bad_notification`: a notification that is not a JSON object with a `type`.
+ */
 export type NotifyErrorCode =
-  | 'unauthorized' // 401 even after a renewal: the client stops (call reconnect() after signing in again)
-  | 'forbidden' // 403 (e.g. a foreign origin): the client stops
-  | 'refused' // a refusal that a later attempt may cure (429, 503, network); the client retries
-  | 'renew_failed' // getToken() failed or returned no token
-  | 'session_failed' // POST /api/notifications/session failed
-  | 'bad_notification'; // a notification that is not a JSON object with a `type`
+  | 'unauthorized'
+  | 'forbidden'
+  | 'refused'
+  | 'renew_failed'
+  | 'session_failed'
+  | 'bad_notification';
 
 /** An error reported to `onError`; `fatal` ones stop the client. */
 export class NotifyClientError extends Error {
