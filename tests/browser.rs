@@ -124,6 +124,11 @@ fn browser_client_reset() {
     run_browser_test("12-client-reset.test.mjs");
 }
 
+#[test]
+fn browser_client_soft_refusal() {
+    run_browser_test("13-client-soft-refusal.test.mjs");
+}
+
 /// The client library (`clients/js`): a fresh `tsc` build must equal the
 /// committed `static/notify-client.js` (the file the node serves), then its
 /// unit tests run on that build.

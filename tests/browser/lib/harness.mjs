@@ -371,6 +371,9 @@ export async function startStatic(res, routes) {
  *   refuse = {path: re, status, retryAfter?, body?}
  *                  requests whose path matches get this JSON answer instead of
  *                  reaching the server (a hard refusal: a native EventSource gives up)
+ *   refuse = {path: re, soft: {error, retryAfter}, retryMs}
+ *                  a soft refusal instead (docs/protocol.md §1): 200
+ *                  text/event-stream, `retry:`, one `event: unavailable`, end
  *   target = port  where new connections go
  */
 export async function startProxy(res, targetPort) {
@@ -449,7 +452,8 @@ export async function startProxy(res, targetPort) {
         // (browsers send the next request on a connection only after the
         // previous response ended).
         proxy.requests.push({
-          conn, method, path: reqPath, headers, blocked, refusedWith: refuse ? refuse.status : null,
+          conn, method, path: reqPath, headers, blocked,
+          refusedWith: refuse ? (refuse.soft ? 'soft' : refuse.status) : null,
           respAt: proxy.responses[conn].length, at: Date.now(),
         });
         if (blocked) {
@@ -461,6 +465,12 @@ export async function startProxy(res, targetPort) {
           upstream.on('error', () => {});
           upstream.destroy();
           proxy.open.delete(upstream);
+          if (refuse.soft) {
+            const body = `retry: ${refuse.retryMs ?? 1000}\n\nevent: unavailable\ndata: ${JSON.stringify(refuse.soft)}\n\n`;
+            client.end('HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n' +
+              `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+            return;
+          }
           const body = JSON.stringify(refuse.body ?? { error: 'draining', message: 'the node is shutting down' });
           const retry = refuse.retryAfter !== undefined ? `Retry-After: ${refuse.retryAfter}\r\n` : '';
           client.end(`HTTP/1.1 ${refuse.status} Refused\r\nContent-Type: application/json\r\n` +
