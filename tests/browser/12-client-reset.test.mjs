@@ -7,20 +7,14 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  resources, startGateway, startProxy, launchBrowser, mintToken, publish, orderUpdate,
-  waitFor, libraryTab, lib,
+  resources, libraryOnProxy, publish, orderUpdate, waitFor, lib,
 } from './lib/harness.mjs';
 
 const USER = 'student-client-reset';
 
 test('client library: history truncated while away, onReset fires once, then the replay and live', { timeout: 90000 }, async (t) => {
   const res = resources(t, 'client-reset');
-  const gw = await startGateway(res, { NOTIFY_HISTORY_DEPTH: '2' });
-  const proxy = await startProxy(res, gw.port);
-  const token = mintToken({ user: USER });
-
-  const browser = await launchBrowser(res);
-  const page = await libraryTab(browser, proxy.base, async () => token);
+  const { gw, proxy, page } = await libraryOnProxy(res, USER, { NOTIFY_HISTORY_DEPTH: '2' });
   const a = await publish(gw.base, USER, orderUpdate('accepted'));
   assert.deepEqual(await lib.waitGot(page, 1), [a]);
 

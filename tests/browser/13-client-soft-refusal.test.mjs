@@ -9,8 +9,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  resources, startGateway, startProxy, launchBrowser, mintToken, publish, orderUpdate, waitFor,
-  libraryTab, lib, eventSourceRequests,
+  resources, libraryOnProxy, publish, orderUpdate, waitFor, lib, eventSourceRequests,
 } from './lib/harness.mjs';
 
 const USER = 'student-client-soft';
@@ -18,11 +17,7 @@ const SUBSCRIBE = /^\/api\/notifications\/subscribe/;
 
 test('client library: soft refusals are left to the browser\'s own reconnect, nothing lost', { timeout: 90000 }, async (t) => {
   const res = resources(t, 'client-soft-refusal');
-  const gw = await startGateway(res);
-  const proxy = await startProxy(res, gw.port);
-  const token = mintToken({ user: USER });
-  const browser = await launchBrowser(res);
-  const page = await libraryTab(browser, proxy.base, async () => token);
+  const { gw, proxy, page } = await libraryOnProxy(res, USER);
   const a = await publish(gw.base, USER, orderUpdate('accepted'));
   assert.deepEqual(await lib.waitGot(page, 1), [a]);
 

@@ -611,6 +611,19 @@ export async function libraryTab(browser, base, getToken, options = {}) {
   return page;
 }
 
+/**
+ * A gateway (with `env`), a proxy in front of it, and one live library tab
+ * of `user` (a 1-hour token) behind the proxy: {gw, proxy, browser, page}.
+ */
+export async function libraryOnProxy(res, user, env = {}) {
+  const gw = await startGateway(res, env);
+  const proxy = await startProxy(res, gw.port);
+  const token = mintToken({ user });
+  const browser = await launchBrowser(res);
+  const page = await libraryTab(browser, proxy.base, async () => token);
+  return { gw, proxy, browser, page };
+}
+
 export const lib = {
   got: (page) => page.evaluate(() => window.got),
   log: (page, k) => page.evaluate((kind) => window.log.filter((e) => !kind || e.k === kind), k),
