@@ -6,9 +6,13 @@
 //! Needs `/usr/bin/chromium` (or `CHROMIUM_BIN`), node ≥ 20 and
 //! `tests/browser/node_modules` (`scripts/install-browser-deps` sets up both).
 //! Artifacts (logs, `demo.png`) go to `target/browser-artifacts/`.
+//!
+//! One more #[test] checks the client library in `clients/js`: a fresh build
+//! equals the served `static/notify-client.js`, and its unit tests pass.
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, ExitStatus};
 
 fn run_browser_test(file: &str) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
@@ -31,22 +35,33 @@ fn run_browser_test(file: &str) {
         "tests/browser/node_modules is missing: run scripts/install-browser-deps"
     );
 
+    let status = run_node(
+        &dir,
+        &["--test", "--test-reporter=spec", file],
+        &[
+            ("CAMPUSBITE_BIN", bin.as_os_str()),
+            ("CAMPUSBITE_ARTIFACTS", artifacts.as_os_str()),
+            ("CHROMIUM_BIN", chromium.as_os_str()),
+        ],
+    );
+    assert!(
+        status.success(),
+        "node --test {file} failed ({status}); logs in {}",
+        artifacts.display()
+    );
+}
+
+/// Runs `node <args>` in `dir`, prints its output, returns its exit status.
+fn run_node(dir: &Path, args: &[&str], env: &[(&str, &OsStr)]) -> ExitStatus {
     let output = Command::new("node")
-        .args(["--test", "--test-reporter=spec", file])
-        .current_dir(&dir)
-        .env("CAMPUSBITE_BIN", &bin)
-        .env("CAMPUSBITE_ARTIFACTS", &artifacts)
-        .env("CHROMIUM_BIN", &chromium)
+        .args(args)
+        .current_dir(dir)
+        .envs(env.iter().copied())
         .output()
         .unwrap_or_else(|e| panic!("cannot run node ({e}); install Node.js >= 20"));
     println!("{}", String::from_utf8_lossy(&output.stdout));
     eprintln!("{}", String::from_utf8_lossy(&output.stderr));
-    assert!(
-        output.status.success(),
-        "node --test {file} failed ({}); logs in {}",
-        output.status,
-        artifacts.display()
-    );
+    output.status
 }
 
 #[test]
@@ -90,16 +105,64 @@ fn browser_leader_tab() {
 }
 
 #[test]
+fn browser_client_token_renewal() {
+    run_browser_test("09-client-token-renewal.test.mjs");
+}
+
+#[test]
+fn browser_client_nats_failover() {
+    run_browser_test("10-client-nats-failover.test.mjs");
+}
+
+#[test]
+fn browser_client_shared_tabs() {
+    run_browser_test("11-client-shared-tabs.test.mjs");
+}
+
+#[test]
+fn browser_client_reset() {
+    run_browser_test("12-client-reset.test.mjs");
+}
+
+#[test]
+fn browser_client_soft_refusal() {
+    run_browser_test("13-client-soft-refusal.test.mjs");
+}
+
+/// The client library (`clients/js`): a fresh `tsc` build must equal the
+/// committed `static/notify-client.js` (the file the node serves), then its
+/// unit tests run on that build.
+#[test]
+fn js_client_build_matches_and_unit_tests_pass() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("clients/js");
+    assert!(
+        dir.join("node_modules/typescript").is_dir(),
+        "clients/js/node_modules is missing: run scripts/install-browser-deps"
+    );
+    for args in [
+        &["scripts/build.mjs", "--check"][..],
+        &["--test", "--test-reporter=spec", "test/"][..],
+    ] {
+        let status = run_node(&dir, args, &[]);
+        assert!(
+            status.success(),
+            "node {} in clients/js failed ({status})",
+            args.join(" ")
+        );
+    }
+}
+
+#[test]
 fn browser_plain_page_past_the_per_user_limit() {
-    run_browser_test("09-plain-per-user-limit.test.mjs");
+    run_browser_test("14-plain-per-user-limit.test.mjs");
 }
 
 #[test]
 fn browser_plain_page_through_a_rolling_restart() {
-    run_browser_test("10-plain-rolling-restart.test.mjs");
+    run_browser_test("15-plain-rolling-restart.test.mjs");
 }
 
 #[test]
 fn browser_plain_page_through_a_nats_outage() {
-    run_browser_test("11-plain-nats-outage.test.mjs");
+    run_browser_test("16-plain-nats-outage.test.mjs");
 }

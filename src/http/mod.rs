@@ -75,6 +75,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .route("/metrics", web::get().to(ops::metrics_text))
     .route("/", web::get().to(ops::demo_page))
     .route("/leader-tab.js", web::get().to(ops::leader_tab_js))
+    .route("/notify-client.js", web::get().to(ops::notify_client_js))
     .default_service(web::to(|| async {
         Err::<HttpResponse, _>(ApiError::NotFound)
     }));

@@ -50,10 +50,22 @@ pub(super) async fn demo_page() -> HttpResponse {
         .body(include_str!("../../static/index.html"))
 }
 
-/// The leader-tab helper module the README and the demo page describe.
+/// The earlier leader-tab module: re-exports `subscribeShared` from the client library.
 pub(super) async fn leader_tab_js() -> HttpResponse {
+    script(include_str!("../../static/leader-tab.js"))
+}
+
+/// The browser client library (built from `clients/js`), which the demo page uses.
+pub(super) async fn notify_client_js() -> HttpResponse {
+    script(include_str!("../../static/notify-client.js"))
+}
+
+/// A public ES module: any origin may import it (it carries no user data,
+/// and module scripts from another origin need CORS).
+fn script(body: &'static str) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/javascript; charset=utf-8")
         .insert_header(("Cache-Control", "no-cache"))
-        .body(include_str!("../../static/leader-tab.js"))
+        .insert_header(("Access-Control-Allow-Origin", "*"))
+        .body(body)
 }

@@ -7,7 +7,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  resources, startGateway, startNatsCluster, startProxy, launchBrowser, newTab, mintToken, publish,
+  resources, startTwoNodes, launchBrowser, newTab, mintToken, publish,
   orderUpdate, demo, waitFor, metric, assertNoDupIncreasing,
 } from './lib/harness.mjs';
 
@@ -15,11 +15,7 @@ const USER = 'student-failover';
 
 test('NATS cluster: after its node dies the tab resumes on the other node without loss', { timeout: 100000 }, async (t) => {
   const res = resources(t, 'nats-failover');
-  const nats = await startNatsCluster(res);
-  const env = { NOTIFY_NATS_URL: nats.urls, NOTIFY_STREAM_REPLICAS: '3' };
-  const node1 = await startGateway(res, env, { name: 'node1' });
-  const node2 = await startGateway(res, env, { name: 'node2' });
-  const lb = await startProxy(res, node1.port);
+  const { node1, node2, lb } = await startTwoNodes(res);
   const token = mintToken({ user: USER });
 
   const browser = await launchBrowser(res);

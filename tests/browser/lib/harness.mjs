@@ -325,6 +325,19 @@ export async function startNatsCluster(res) {
   return { servers, urls: servers.map((s) => s.url).join(',') };
 }
 
+/**
+ * A NATS cluster (R3 stream), two gateway nodes on it and a proxy (the load
+ * balancer) sending new connections to node 1.
+ */
+export async function startTwoNodes(res) {
+  const nats = await startNatsCluster(res);
+  const env = { NOTIFY_NATS_URL: nats.urls, NOTIFY_STREAM_REPLICAS: '3' };
+  const node1 = await startGateway(res, env, { name: 'node1' });
+  const node2 = await startGateway(res, env, { name: 'node2' });
+  const lb = await startProxy(res, node1.port);
+  return { nats, node1, node2, lb };
+}
+
 // ---- other origins -------------------------------------------------------------
 
 /** A tiny static HTTP server on an ephemeral port: {path: body|(req,res)=>void}. */
@@ -355,6 +368,12 @@ export async function startStatic(res, routes) {
  *   cut()          destroys every open connection
  *   down = true    new connections are closed at once (the server "is gone")
  *   block = re     requests whose path matches are refused (connection closed)
+ *   refuse = {path: re, status, retryAfter?, body?}
+ *                  requests whose path matches get this JSON answer instead of
+ *                  reaching the server (a hard refusal: a native EventSource gives up)
+ *   refuse = {path: re, soft: {error, retryAfter}, retryMs}
+ *                  a soft refusal instead (docs/protocol.md §1): 200
+ *                  text/event-stream, `retry:`, one `event: unavailable`, end
  *   target = port  where new connections go
  */
 export async function startProxy(res, targetPort) {
@@ -362,6 +381,7 @@ export async function startProxy(res, targetPort) {
     target: targetPort,
     down: false,
     block: null,
+    refuse: null,
     refused: 0,
     requests: [],
     responses: [],
@@ -372,6 +392,10 @@ export async function startProxy(res, targetPort) {
     },
     subscribeRequests() {
       return this.requests.filter((r) => r.path.startsWith('/api/notifications/subscribe'));
+    },
+    /** The start of what the server answered to request `r` (status line first). */
+    responseTo(r) {
+      return this.responses[r.conn].slice(r.respAt);
     },
   };
   let nextConn = 0;
@@ -423,9 +447,34 @@ export async function startProxy(res, targetPort) {
           if (i > 0) headers[l.slice(0, i).trim().toLowerCase()] = l.slice(i + 1).trim();
         }
         const blocked = !!(proxy.block && proxy.block.test(reqPath || ''));
-        proxy.requests.push({ conn, method, path: reqPath, headers, blocked, at: Date.now() });
+        const refuse = proxy.refuse && proxy.refuse.path.test(reqPath || '') ? proxy.refuse : null;
+        // respAt: where this request's response starts in responses[conn]
+        // (browsers send the next request on a connection only after the
+        // previous response ended).
+        proxy.requests.push({
+          conn, method, path: reqPath, headers, blocked,
+          refusedWith: refuse ? (refuse.soft ? 'soft' : refuse.status) : null,
+          respAt: proxy.responses[conn].length, at: Date.now(),
+        });
         if (blocked) {
           close();
+          return;
+        }
+        if (refuse) {
+          upstream.removeAllListeners('close');
+          upstream.on('error', () => {});
+          upstream.destroy();
+          proxy.open.delete(upstream);
+          if (refuse.soft) {
+            const body = `retry: ${refuse.retryMs ?? 1000}\n\nevent: unavailable\ndata: ${JSON.stringify(refuse.soft)}\n\n`;
+            client.end('HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n' +
+              `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+            return;
+          }
+          const body = JSON.stringify(refuse.body ?? { error: 'draining', message: 'the node is shutting down' });
+          const retry = refuse.retryAfter !== undefined ? `Retry-After: ${refuse.retryAfter}\r\n` : '';
+          client.end(`HTTP/1.1 ${refuse.status} Refused\r\nContent-Type: application/json\r\n` +
+            `Content-Length: ${Buffer.byteLength(body)}\r\n${retry}Connection: close\r\n\r\n${body}`);
           return;
         }
         bodyLeft = Number(headers['content-length'] || 0);
@@ -519,6 +568,81 @@ export const demo = {
     badge: li.querySelector('.badge')?.textContent ?? null,
   }))),
 };
+
+// ---- a page that uses the client library ------------------------------------------
+
+/**
+ * A page (load it with `page.setContent` on a document of the gateway's
+ * origin) that imports /notify-client.js and starts createNotifyClient with
+ * `options` (JSON) and getToken = window.__getToken (expose it first). It
+ * records notification ids in window.got and everything else in window.log:
+ * {k: 'message'|'other'|'reset'|'state'|'expiring'|'renewed'|'error', …}.
+ */
+export const libraryPage = (options = {}) => `<!doctype html>
+<meta charset="utf-8"><title>notify-client test</title>
+<script type="module">
+  import { createNotifyClient } from '/notify-client.js';
+  window.got = [];
+  window.log = [];
+  const note = (entry) => window.log.push({ ...entry, at: Date.now() });
+  window.client = createNotifyClient({
+    ...${JSON.stringify(options)},
+    getToken: (reason) => window.__getToken(reason),
+    onOrderUpdate: (n, m) => { window.got.push(m.id); note({ k: 'message', id: m.id, status: n.data.status, otp: n.data.otp }); },
+    onNotification: (n, m) => { window.got.push(m.id); note({ k: 'other', id: m.id, type: n.type }); },
+    onReset: (info) => note({ k: 'reset', info, after: window.got[window.got.length - 1] ?? null }),
+    onStateChange: (c) => note({ k: 'state', state: c.state, reason: c.reason, error: c.error, leader: c.leader }),
+    onTokenExpiring: (at) => note({ k: 'expiring', expiresAt: at }),
+    onTokenRenewed: (reason) => note({ k: 'renewed', reason }),
+    onError: (e) => note({ k: 'error', code: e.code, status: e.status, fatal: e.fatal }),
+  });
+</script>`;
+
+/**
+ * A new tab on `base` (the gateway or a proxy in front of it) running
+ * libraryPage(options); getToken(reason) runs in the test. Waits until live.
+ */
+export async function libraryTab(browser, base, getToken, options = {}) {
+  await browser.exposeFunction('__getToken', getToken);
+  const page = await newTab(browser);
+  await page.goto(`${base}/healthz`); // any document of the gateway's origin
+  await page.setContent(libraryPage(options));
+  await lib.waitState(page, 'live');
+  return page;
+}
+
+/**
+ * A gateway (with `env`), a proxy in front of it, and one live library tab
+ * of `user` (a 1-hour token) behind the proxy: {gw, proxy, browser, page}.
+ */
+export async function libraryOnProxy(res, user, env = {}) {
+  const gw = await startGateway(res, env);
+  const proxy = await startProxy(res, gw.port);
+  const token = mintToken({ user });
+  const browser = await launchBrowser(res);
+  const page = await libraryTab(browser, proxy.base, async () => token);
+  return { gw, proxy, browser, page };
+}
+
+export const lib = {
+  got: (page) => page.evaluate(() => window.got),
+  log: (page, k) => page.evaluate((kind) => window.log.filter((e) => !kind || e.k === kind), k),
+  state: (page) => page.evaluate(() => window.client && window.client.state),
+  async waitState(page, state, timeout = 15000) {
+    await waitFor(`the client to be ${state}`, async () => (await lib.state(page)) === state, { timeout });
+  },
+  async waitGot(page, count, timeout = 15000) {
+    return waitFor(`${count} notifications`, async () => {
+      const got = await lib.got(page);
+      return got.length >= count ? got : false;
+    }, { timeout });
+  },
+};
+
+/** The proxy's requests that an EventSource made (not fetch probes). */
+export function eventSourceRequests(proxy) {
+  return proxy.subscribeRequests().filter((r) => r.headers.accept === 'text/event-stream');
+}
 
 /** Asserts a list of ids has no duplicate and is strictly increasing. */
 export function assertNoDupIncreasing(assert, ids, label) {
