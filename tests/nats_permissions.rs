@@ -266,6 +266,8 @@ fn settings(partitions: u32) -> NatsSettings {
         depth: 100,
         max_age: Duration::from_secs(3600),
         partitions,
+        auth: Default::default(),
+        tls: Default::default(),
     }
 }
 
