@@ -280,3 +280,31 @@ async fn no_token_ever_appears_in_the_logs() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_method_an_endpoint_does_not_answer_gets_405_with_allow_and_an_unknown_path_404() {
+    let app = spawn_app().await;
+    let cases = [
+        (reqwest::Method::GET, PUBLISH, "POST"),
+        (reqwest::Method::PUT, SESSION, "POST, DELETE"),
+        (reqwest::Method::POST, SUBSCRIBE, "GET"),
+        (reqwest::Method::TRACE, "/healthz", "GET"),
+        (reqwest::Method::DELETE, "/metrics", "GET"),
+    ];
+    for (method, path, allow) in cases {
+        let resp = app
+            .client
+            .request(method.clone(), app.url(path))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            resp.headers().get("allow").map(|v| v.to_str().unwrap()),
+            Some(allow),
+            "{method} {path}"
+        );
+        assert_error(resp, 405, "method_not_allowed").await;
+    }
+    let resp = app.client.get(app.url("/nowhere")).send().await.unwrap();
+    assert_error(resp, 404, "not_found").await;
+}
