@@ -13,7 +13,7 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Serve(config) => {
-            cli::init_logging();
+            cli::init_logging(config.log_format == "json");
             let result =
                 actix_web::rt::System::new().block_on(campusbite_notify::server::run(*config));
             match result {

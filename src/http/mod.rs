@@ -134,9 +134,9 @@ where
         let status = response.status().as_u16();
         let micros = started.elapsed().as_micros() as u64;
         if status >= 400 {
-            tracing::info!(target: "access", %method, %path, status, micros);
+            tracing::info!(target: "access", %method, %path, status, micros, "request");
         } else {
-            tracing::debug!(target: "access", %method, %path, status, micros);
+            tracing::debug!(target: "access", %method, %path, status, micros, "request");
         }
         Ok(response)
     }
