@@ -2,12 +2,16 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 
 use campusbite_notify::cli::{self, Cli, Command};
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let matches = match Cli::command().try_get_matches() {
+        Ok(matches) => matches,
+        Err(e) => return cli::report_parse_error(e),
+    };
+    let cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,
         Err(e) => return cli::report_parse_error(e),
     };
@@ -24,6 +28,11 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::CheckConfig(config) => match matches.subcommand_matches("check-config") {
+            Some(sub) => cli::check::check_config(&config, sub),
+            None => ExitCode::from(2),
+        },
+        Command::CheckToken(args) => cli::check::check_token(&args),
         Command::Token(args) => cli::token::run(&args),
         Command::Publish(args) => cli::publish::run(&args),
         Command::Loadgen(args) => campusbite_notify::loadgen::run(*args),

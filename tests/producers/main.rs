@@ -230,3 +230,57 @@ async fn the_python_producer_publishes_over_jetstream_and_http_exactly_once() {
     ])
     .await;
 }
+
+#[tokio::test]
+async fn the_cli_publishes_over_jetstream_as_the_producer_user() {
+    let setup = Setup::start().await;
+    let user = format!("665f{}", random_hex(20));
+    let mut stream: SseStream = setup.app.subscribe(&user).await;
+    let order = random_hex(24);
+
+    let run = |status: &'static str| {
+        let (url, password, user, order) = (
+            setup.nats.url(),
+            setup.nats.producer_password.clone(),
+            user.clone(),
+            order.clone(),
+        );
+        tokio::task::spawn_blocking(move || {
+            Command::new(env!("CARGO_BIN_EXE_campusbite-notify"))
+                .args([
+                    "publish", "--nats", &url, "--user", &user, "--status", status,
+                ])
+                .args(["--order", &order, "--otp", "31337"])
+                .env("NATS_USER", "producer")
+                .env("NATS_PASSWORD", password)
+                .env_remove("NATS_CREDS")
+                .output()
+                .expect("run the binary")
+        })
+    };
+    let out = run("ready").await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let answer: Value = serde_json::from_str(stdout.strip_prefix("202 ").expect("202")).unwrap();
+
+    let (id, data) = stream.next_message().await;
+    assert_eq!(answer["ids"][&user], id.to_string());
+    let data: Value = serde_json::from_str(&data).unwrap();
+    assert_eq!(data["title"], "Order Ready for Pickup 🛍");
+    assert_eq!(data["data"]["orderId"], order.as_str());
+    assert_eq!(data["data"]["otp"], "31337");
+
+    // The same transition again is recognised by its Nats-Msg-Id.
+    let out = run("ready").await.unwrap();
+    let again: Value = serde_json::from_str(
+        String::from_utf8_lossy(&out.stdout)
+            .strip_prefix("202 ")
+            .expect("202"),
+    )
+    .unwrap();
+    assert_eq!(again, answer);
+}
