@@ -218,7 +218,9 @@ fn check_token_prints_header_claims_and_the_user_id_of_a_good_token() {
 #[test]
 fn check_token_names_the_rule_that_refuses_a_token() {
     let exp = now_secs() + 3600;
-    let cases: Vec<(String, Vec<(&str, &str)>, &str)> = vec![
+    // (token, extra settings, the line that names the rule)
+    type Case<'a> = (String, Vec<(&'a str, &'a str)>, &'a str);
+    let cases: Vec<Case> = vec![
         (
             sign_hs256(SECRET, &json!({"sub": "u1", "exp": now_secs() - 60})),
             vec![],
