@@ -139,6 +139,13 @@ impl PublishRequest {
                 "notification is larger than {max_notification_bytes} bytes"
             )));
         }
+        // serde reads a struct from an array too (`["order_update"]`): only
+        // an object is a notification.
+        if !notification.starts_with('{') {
+            return Err(ApiError::BadRequest(
+                "invalid notification: expected an object".into(),
+            ));
+        }
         serde_json::from_str::<NotificationShape>(notification)
             .map_err(|e| ApiError::BadRequest(format!("invalid notification: {e}")))?;
         Ok(Self {
