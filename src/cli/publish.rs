@@ -65,7 +65,7 @@ pub struct PublishArgs {
     /// Server base URL, `http://` or `https://` (ignored with --nats).
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     pub url: String,
-    /// PEM file of a CA to trust for `https://` besides the public roots.
+    /// PEM file of a CA to trust for `https://` besides the system's.
     #[arg(long)]
     pub ca_file: Option<PathBuf>,
     /// Target user id; repeat for a batch.
