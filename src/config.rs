@@ -169,6 +169,10 @@ pub struct ServeConfig {
     #[arg(long, env = "NOTIFY_TLS_KEY_FILE")]
     pub tls_key_file: Option<PathBuf>,
 
+    /// Log format on stderr: `text`, or `json` (one object per line).
+    #[arg(long, env = "NOTIFY_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
+
     /// HTTP worker threads (default: one per core).
     #[arg(long, env = "NOTIFY_WORKERS", value_parser = clap::value_parser!(u16).range(1..=256))]
     pub workers: Option<u16>,

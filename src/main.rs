@@ -4,7 +4,7 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 
 use campusbite_notify::cli::{self, Cli, Command};
 use campusbite_notify::config::ServeConfig;
@@ -12,13 +12,17 @@ use campusbite_notify::server::{Application, StartError};
 use campusbite_notify::shutdown::Signals;
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let matches = match Cli::command().try_get_matches() {
+        Ok(matches) => matches,
+        Err(e) => return cli::report_parse_error(e),
+    };
+    let cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,
         Err(e) => return cli::report_parse_error(e),
     };
     match cli.command {
         Command::Serve(config) => {
-            cli::init_logging();
+            cli::init_logging(config.log_format == "json");
             match actix_web::rt::System::new().block_on(serve(*config)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -27,6 +31,11 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::CheckConfig(config) => match matches.subcommand_matches("check-config") {
+            Some(sub) => cli::check::check_config(&config, sub),
+            None => ExitCode::from(2),
+        },
+        Command::CheckToken(args) => cli::check::check_token(&args),
         Command::Token(args) => cli::token::run(&args),
         Command::Publish(args) => cli::publish::run(&args),
     }

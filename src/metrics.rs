@@ -214,6 +214,24 @@ pub fn install(max_connections: u32) -> Result<PrometheusHandle, String> {
         })
         .clone()?;
     gauge!("notify_connections_max").set(f64::from(max_connections));
+    describe_gauge!(
+        "notify_build_info",
+        "Always 1; the version label is this build's."
+    );
+    gauge!("notify_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    process_collector().describe();
+    refresh_process();
     metrics();
     Ok(handle)
+}
+
+fn process_collector() -> &'static metrics_process::Collector {
+    static COLLECTOR: OnceLock<metrics_process::Collector> = OnceLock::new();
+    COLLECTOR.get_or_init(metrics_process::Collector::default)
+}
+
+/// Reads the process' CPU time, memory and file descriptors into the
+/// standard `process_*` series; called at every scrape so they are current.
+pub fn refresh_process() {
+    process_collector().collect();
 }

@@ -511,14 +511,15 @@ fn check_accepted(req: &PublishRequest) -> Result<Value, TestCaseError> {
     Ok(v)
 }
 
-/// Whether a notification value has the shape the server requires.
+/// Whether a notification value has the shape the server requires
+/// (`title`, `message`, `data` may be absent, never `null`).
 fn shape_ok(n: &Value) -> bool {
     let Some(o) = n.as_object() else { return false };
-    let opt_string = |k: &str| o.get(k).is_none_or(|v| v.is_null() || v.is_string());
+    let opt_string = |k: &str| o.get(k).is_none_or(Value::is_string);
     o.get("type").is_some_and(Value::is_string)
         && opt_string("title")
         && opt_string("message")
-        && o.get("data").is_none_or(|v| v.is_null() || v.is_object())
+        && o.get("data").is_none_or(Value::is_object)
 }
 
 /// A user-id string: valid ones likely, invalid ones common.

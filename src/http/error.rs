@@ -33,6 +33,8 @@ pub enum ApiError {
     BusUnavailable,
     #[error("no such endpoint")]
     NotFound,
+    #[error("this endpoint does not answer this method (allowed: {0})")]
+    MethodNotAllowed(&'static str),
 }
 
 #[derive(Serialize)]
@@ -58,6 +60,7 @@ impl ApiError {
             Self::Draining => "draining",
             Self::BusUnavailable => "bus_unavailable",
             Self::NotFound => "not_found",
+            Self::MethodNotAllowed(_) => "method_not_allowed",
         }
     }
 
@@ -90,6 +93,7 @@ impl ResponseError for ApiError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             Self::NotFound => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
         }
     }
 
@@ -97,6 +101,9 @@ impl ResponseError for ApiError {
         let mut response = HttpResponse::build(self.status_code());
         if let Some(seconds) = self.retry_after() {
             response.insert_header((header::RETRY_AFTER, HeaderValue::from(seconds)));
+        }
+        if let Self::MethodNotAllowed(allow) = self {
+            response.insert_header((header::ALLOW, *allow));
         }
         if self.status_code() == StatusCode::UNAUTHORIZED {
             response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));

@@ -65,20 +65,31 @@ impl AppState {
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/api/notifications")
-            .route("/subscribe", web::get().to(subscribe::subscribe))
-            .route("/publish", web::post().to(publish::publish))
-            .route("/session", web::post().to(session::open))
-            .route("/session", web::delete().to(session::close)),
+            .service(only("/subscribe", "GET").route(web::get().to(subscribe::subscribe)))
+            .service(only("/publish", "POST").route(web::post().to(publish::publish)))
+            .service(
+                only("/session", "POST, DELETE")
+                    .route(web::post().to(session::open))
+                    .route(web::delete().to(session::close)),
+            ),
     )
-    .route("/healthz", web::get().to(ops::healthz))
-    .route("/readyz", web::get().to(ops::readyz))
-    .route("/metrics", web::get().to(ops::metrics_text))
-    .route("/", web::get().to(ops::demo_page))
-    .route("/leader-tab.js", web::get().to(ops::leader_tab_js))
-    .route("/notify-client.js", web::get().to(ops::notify_client_js))
+    .service(only("/healthz", "GET").route(web::get().to(ops::healthz)))
+    .service(only("/readyz", "GET").route(web::get().to(ops::readyz)))
+    .service(only("/metrics", "GET").route(web::get().to(ops::metrics_text)))
+    .service(only("/", "GET").route(web::get().to(ops::demo_page)))
+    .service(only("/leader-tab.js", "GET").route(web::get().to(ops::leader_tab_js)))
+    .service(only("/notify-client.js", "GET").route(web::get().to(ops::notify_client_js)))
     .default_service(web::to(|| async {
         Err::<HttpResponse, _>(ApiError::NotFound)
     }));
+}
+
+/// A resource that answers any method it has no route for with `405` and
+/// `Allow: <allow>` (RFC 9110 §15.5.6), not with `404`: the path exists.
+fn only(path: &str, allow: &'static str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(move || async move {
+        Err::<HttpResponse, _>(ApiError::MethodNotAllowed(allow))
+    }))
 }
 
 /// CORS for the configured origins; `*` allows any origin without credentials.
@@ -126,9 +137,9 @@ where
         let status = response.status().as_u16();
         let micros = started.elapsed().as_micros() as u64;
         if status >= 400 {
-            tracing::info!(target: "access", %method, %path, status, micros);
+            tracing::info!(target: "access", %method, %path, status, micros, "request");
         } else {
-            tracing::debug!(target: "access", %method, %path, status, micros);
+            tracing::debug!(target: "access", %method, %path, status, micros, "request");
         }
         Ok(response)
     }

@@ -37,6 +37,7 @@ pub(super) async fn metrics_text(state: web::Data<AppState>) -> HttpResponse {
     m.ready.set(f64::from(u8::from(state.is_ready())));
     m.draining
         .set(f64::from(u8::from(state.lifecycle.is_draining())));
+    crate::metrics::refresh_process();
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(state.prometheus.render())

@@ -28,14 +28,28 @@ struct PublishBody<'a> {
 }
 
 /// The fields a browser client relies on; others pass through untouched.
+/// Each may be absent, but `null` is refused: a page reading
+/// `notification.data.orderId` must not meet `null` where an object was promised.
 #[derive(Deserialize)]
 #[allow(dead_code)] // parsed only to check the types
 struct NotificationShape {
     #[serde(rename = "type")]
     kind: String,
+    #[serde(default, deserialize_with = "present")]
     title: Option<String>,
+    #[serde(default, deserialize_with = "present")]
     message: Option<String>,
+    #[serde(default, deserialize_with = "present")]
     data: Option<Map<String, Value>>,
+}
+
+/// An optional field that, when given, must have its type (`null` is not one).
+fn present<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(deserializer).map(Some)
 }
 
 pub(super) async fn publish(
@@ -131,6 +145,13 @@ impl PublishRequest {
             return Err(ApiError::PayloadTooLarge(format!(
                 "notification is larger than {max_notification_bytes} bytes"
             )));
+        }
+        // serde reads a struct from an array too (`["order_update"]`): only
+        // an object is a notification.
+        if !notification.starts_with('{') {
+            return Err(ApiError::BadRequest(
+                "invalid notification: expected an object".into(),
+            ));
         }
         serde_json::from_str::<NotificationShape>(notification)
             .map_err(|e| ApiError::BadRequest(format!("invalid notification: {e}")))?;

@@ -101,15 +101,20 @@ pub(super) async fn subscribe(
         .await
         .inspect_err(|e| metrics().auth_failure(e))?;
 
-    // The header is the browser's own, newer cursor.
-    let resume_after = match req.headers().get("last-event-id") {
+    // The header is the browser's own, newer cursor; both are checked, so a
+    // bad query value is refused even when the header wins. Empty = none.
+    let cursor = |raw: Option<&str>| {
+        raw.filter(|raw| !raw.trim().is_empty())
+            .map(EventId::parse)
+            .transpose()
+            .map_err(|_| ApiError::InvalidLastEventId)
+    };
+    let header = match req.headers().get("last-event-id") {
         Some(value) => Some(value.to_str().map_err(|_| ApiError::InvalidLastEventId)?),
-        None => query.last_event_id.as_deref(),
-    }
-    .filter(|raw| !raw.is_empty())
-    .map(EventId::parse)
-    .transpose()
-    .map_err(|_| ApiError::InvalidLastEventId)?;
+        None => None,
+    };
+    let from_query = cursor(query.last_event_id.as_deref())?;
+    let resume_after = cursor(header)?.or(from_query);
 
     // Only now the refusals that a retry can cure: a bad token or request
     // must still get its 401/400 from a draining or cut-off node (a soft

@@ -62,8 +62,8 @@ async fn metrics_are_prometheus_text_with_every_contract_series_prefixed_notify(
     }
     for s in &m.samples {
         assert!(
-            s.name.starts_with("notify_"),
-            "series {} lacks the notify_ prefix",
+            s.name.starts_with("notify_") || s.name.starts_with("process_"),
+            "series {} lacks the notify_ (or the standard process_) prefix",
             s.name
         );
     }
@@ -274,4 +274,132 @@ async fn no_token_ever_appears_in_the_logs() {
             "a token's payload is in the logs:\n{logs}"
         );
     }
+}
+
+#[tokio::test]
+async fn a_method_an_endpoint_does_not_answer_gets_405_with_allow_and_an_unknown_path_404() {
+    let app = spawn_app().await;
+    let cases = [
+        (reqwest::Method::GET, PUBLISH, "POST"),
+        (reqwest::Method::PUT, SESSION, "POST, DELETE"),
+        (reqwest::Method::POST, SUBSCRIBE, "GET"),
+        (reqwest::Method::TRACE, "/healthz", "GET"),
+        (reqwest::Method::DELETE, "/metrics", "GET"),
+    ];
+    for (method, path, allow) in cases {
+        let resp = app
+            .client
+            .request(method.clone(), app.url(path))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            resp.headers().get("allow").map(|v| v.to_str().unwrap()),
+            Some(allow),
+            "{method} {path}"
+        );
+        assert_error(resp, 405, "method_not_allowed").await;
+    }
+    let resp = app.client.get(app.url("/nowhere")).send().await.unwrap();
+    assert_error(resp, 404, "not_found").await;
+}
+
+#[tokio::test]
+async fn json_logs_are_one_object_per_line_with_the_standard_fields_and_never_the_token() {
+    let app = spawn_app_with(&[("NOTIFY_LOG_FORMAT", "json"), ("RUST_LOG", "info")]).await;
+    let refused = format!("{}x", app.user_token("u1"));
+    let resp = app
+        .client
+        .get(app.url(SUBSCRIBE))
+        .query(&[("token", refused.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 401);
+    let s = app.subscribe("u1").await;
+    drop(s);
+
+    let access = wait_until("the access line of the refused subscribe", || {
+        let text = app.stderr();
+        async move {
+            text.lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .find(|v| v["target"] == "access" && v["status"] == 401)
+        }
+    })
+    .await;
+    assert_eq!(access["level"], "INFO");
+    assert_eq!(access["message"], "request");
+    assert_eq!(access["method"], "GET");
+    assert_eq!(access["path"], SUBSCRIBE);
+    assert!(access["micros"].is_u64(), "{access}");
+
+    let text = app.stderr();
+    let mut serving = false;
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let v: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("log line is not JSON ({e}): {line}"));
+        let ts = v["timestamp"].as_str().unwrap_or_default();
+        assert!(
+            ts.len() >= 20 && ts.ends_with('Z') && ts.as_bytes()[10] == b'T',
+            "timestamp {ts:?} is not RFC 3339 UTC: {line}"
+        );
+        assert!(
+            ["TRACE", "DEBUG", "INFO", "WARN", "ERROR"]
+                .contains(&v["level"].as_str().unwrap_or("")),
+            "level: {line}"
+        );
+        assert!(v["target"].is_string(), "target: {line}");
+        assert!(v["message"].is_string(), "message: {line}");
+        serving |= v["message"] == "serving" && v["bus"] == "embedded";
+    }
+    assert!(serving, "the start-up line carries its fields:\n{text}");
+    assert!(!text.contains(&refused), "a token was logged:\n{text}");
+    assert!(
+        !text.contains("token="),
+        "a query string was logged:\n{text}"
+    );
+}
+
+#[tokio::test]
+async fn metrics_carry_build_info_and_plausible_process_series() {
+    let app = spawn_app().await;
+    let m = app.metrics().await;
+
+    assert_eq!(
+        m.value(
+            "notify_build_info",
+            &[("version", env!("CARGO_PKG_VERSION"))]
+        ),
+        Some(1.0),
+        "{}",
+        m.text
+    );
+    let get = |name: &str| {
+        m.value(name, &[])
+            .unwrap_or_else(|| panic!("no {name} in:\n{}", m.text))
+    };
+    assert!(
+        get("process_open_fds") >= 3.0,
+        "stdin, stdout, stderr at least"
+    );
+    assert!(get("process_open_fds") < get("process_max_fds"));
+    assert!(get("process_resident_memory_bytes") > 1e6);
+    assert!(get("process_cpu_seconds_total") >= 0.0);
+    assert!(get("process_threads") >= 2.0);
+    let start = get("process_start_time_seconds");
+    assert!(
+        (start - now_secs() as f64).abs() < 3600.0,
+        "start time {start} is not about now"
+    );
+
+    // The node's own soft limit, as the kernel reports it.
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", app.pid())).unwrap();
+    let soft: f64 = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|v| v.parse().ok())
+        .expect("Max open files in /proc/<pid>/limits");
+    assert_eq!(get("process_max_fds"), soft);
 }

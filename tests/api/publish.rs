@@ -203,6 +203,11 @@ async fn malformed_publish_bodies_are_refused_with_400_and_publish_nothing() {
         r#"{"userId":"u1","notification":{"type":"x","message":{"a":1}}}"#,
         r#"{"userId":"u1","notification":{"type":"x","data":"text"}}"#,
         r#"{"userId":"u1","notification":{"type":"x","data":[1]}}"#,
+        r#"{"userId":"u1","notification":{"type":"x","data":null}}"#,
+        r#"{"userId":"u1","notification":["order_update","t","m",{}]}"#,
+        r#"{"userId":"u1","notification":["x"]}"#,
+        r#"{"userId":"u1","notification":{"type":"x","title":null}}"#,
+        r#"{"userId":"u1","notification":{"type":"x","message":null}}"#,
         r#"{"userIds":"u1","notification":{"type":"x"}}"#,
         r#"[{"userId":"u1","notification":{"type":"x"}}]"#,
     ];

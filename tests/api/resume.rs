@@ -167,6 +167,23 @@ async fn a_non_decimal_last_event_id_is_refused_with_400() {
 }
 
 #[tokio::test]
+async fn a_bad_last_event_id_query_is_refused_even_when_the_header_is_present() {
+    let app = spawn_app().await;
+    let token = app.user_token("u1");
+
+    for header in ["", "5"] {
+        let resp = app
+            .subscribe_request(&token)
+            .query(&[("lastEventId", "\u{84}")])
+            .header("Last-Event-ID", header)
+            .send()
+            .await
+            .unwrap();
+        assert_error(resp, 400, "invalid_last_event_id").await;
+    }
+}
+
+#[tokio::test]
 async fn a_cursor_older_than_the_history_gets_a_reset_event_then_what_is_retained() {
     let app = in_process_app_with(&[("NOTIFY_HISTORY_DEPTH", "3")]).await;
     let s = app.subscribe("u1").await;
