@@ -286,7 +286,6 @@ pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
 }
 
-
 /// The `Retry-After` seconds of a JSON 429/503 refusal (status and code checked).
 pub async fn assert_error_retry_after(resp: Response, status: u16, code: &str) -> u64 {
     let seconds = resp
