@@ -405,6 +405,16 @@ impl Nats {
         out
     }
 
+    /// Waits until exactly one running server holds a gateway node's
+    /// connection; returns its index.
+    pub async fn wait_gateway_server(&self, what: &str, limit: Duration) -> usize {
+        wait_for(what, limit, || async {
+            let s = self.servers_with_gateway().await;
+            (s.len() == 1).then(|| s[0])
+        })
+        .await
+    }
+
     /// The names of these servers.
     pub fn names(&self, which: &[usize]) -> Vec<String> {
         which

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use crate::helpers::http_client;
 use crate::support::{
-    live, new_secret, publisher_token, report, start_node, status_of, tail, try_publish,
-    user_token, wait_for, Audit, FollowLog, Follower, Nats, NatsClient,
+    live, new_secret, publisher_token, report, start_node, status_of, tail, try_publish, two_nodes,
+    user_token, wait_for, Audit, FollowLog, Follower, Nats, NatsClient, TwoNodes,
 };
 
 /// What the publishers got back.
@@ -105,15 +105,12 @@ async fn killing_the_non_leader_nats_server_a_node_uses_loses_nothing() {
 
     // The server the node is connected to must not lead the stream: if it
     // does, ask the leader to step down until another server leads.
-    let with_node = wait_for(
-        "the node's NATS connection in /connz",
-        Duration::from_secs(10),
-        || async {
-            let s = nats.servers_with_gateway().await;
-            (s.len() == 1).then(|| s[0])
-        },
-    )
-    .await;
+    let with_node = nats
+        .wait_gateway_server(
+            "the node's NATS connection in /connz",
+            Duration::from_secs(10),
+        )
+        .await;
     let raw = NatsClient::connect(nats.servers[(with_node + 1) % 3].port).await;
     let mut stepdowns = 0;
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -152,15 +149,12 @@ async fn killing_the_non_leader_nats_server_a_node_uses_loses_nothing() {
     follower.wait_count(40, Duration::from_secs(20)).await;
     let killed_at = Instant::now();
     nats.servers[with_node].kill9();
-    let moved_to = wait_for(
-        "the node's reconnection to another server",
-        Duration::from_secs(15),
-        || async {
-            let s = nats.servers_with_gateway().await;
-            (s.len() == 1).then(|| s[0])
-        },
-    )
-    .await;
+    let moved_to = nats
+        .wait_gateway_server(
+            "the node's reconnection to another server",
+            Duration::from_secs(15),
+        )
+        .await;
     let reconnect = killed_at.elapsed();
 
     let published = collect(publishers).await;
@@ -195,13 +189,12 @@ async fn killing_the_non_leader_nats_server_a_node_uses_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_stream_leader_loses_no_acknowledged_publish() {
     const TEST: &str = "nats_kill_leader";
-    let mut nats = Nats::cluster().await;
-    let secret = new_secret();
-    let urls = nats.urls();
-    let (a, b) = tokio::join!(
-        start_node(&secret, &urls, 3, &[]),
-        start_node(&secret, &urls, 3, &[])
-    );
+    let TwoNodes {
+        mut nats,
+        secret,
+        a,
+        b,
+    } = two_nodes(Nats::cluster().await, &[]).await;
     let leader = nats.stream_leader(Duration::from_secs(10)).await;
     let before = nats.names(&nats.servers_with_gateway().await);
 
