@@ -38,8 +38,6 @@ use crate::{
 
 const LW_BUFFER_SIZE: usize = 1024;
 const HW_BUFFER_SIZE: usize = 1024 * 8;
-/// campusbite patch: read buffer of a connection that is streaming a response.
-const STREAMING_READ_BUFFER_SIZE: usize = 256;
 const MAX_PIPELINED_MESSAGES: usize = 16;
 
 /// Write buffer capacity at which we reallocate it after flushing.
@@ -307,8 +305,7 @@ where
 
                     io: Some(io),
                     read_buf: BytesMut::with_capacity(HW_BUFFER_SIZE),
-                    // campusbite patch: allocated on first write (see `poll_flush`).
-                    write_buf: BytesMut::new(),
+                    write_buf: BytesMut::with_capacity(HW_BUFFER_SIZE),
                     h1_write_buffer_size: config.h1_write_buffer_size(),
                     write_buf_needs_reset: false,
                     codec: Codec::new(config),
@@ -401,11 +398,12 @@ where
         }
 
         // All bytes have been accepted by the I/O stream, so the buffer can be reused or released.
-        // campusbite patch: always released. A long-lived streaming response (Server-Sent
-        // Events) is idle almost all the time; keeping 8 KiB per connection for it doubled
-        // the memory of an idle stream. The next write allocates what it needs.
-        *write_buf = BytesMut::new();
-        *write_buf_needs_reset = false;
+        if *write_buf_needs_reset {
+            *write_buf = BytesMut::with_capacity(HW_BUFFER_SIZE);
+            *write_buf_needs_reset = false;
+        } else {
+            write_buf.clear();
+        }
 
         // flush the I/O and check if get blocked
         io.poll_flush(cx)
@@ -531,15 +529,11 @@ where
 
                 this.state.set(State::None);
             }
-            _ => {
-                let mut this = self.as_mut().project();
-                // campusbite patch: a streamed response (SSE) may stay open for hours with
-                // nothing more to read: release the read buffer now, not at the next wake-up.
-                if size == BodySize::Stream && this.read_buf.is_empty() {
-                    *this.read_buf = BytesMut::new();
-                }
-                this.state.set(State::SendPayload { body })
-            }
+            _ => self
+                .as_mut()
+                .project()
+                .state
+                .set(State::SendPayload { body }),
         }
 
         Ok(())
@@ -1243,16 +1237,7 @@ where
             // grow buffer if necessary.
             let remaining = this.read_buf.capacity() - this.read_buf.len();
             if remaining < LW_BUFFER_SIZE {
-                // campusbite patch: a connection streaming a response reads only to notice
-                // the client leaving; a small buffer does (and comes from the allocator's
-                // thread cache). It grows like any other once data arrives.
-                let streaming =
-                    this.read_buf.capacity() == 0 && matches!(&*this.state, State::SendPayload { .. });
-                this.read_buf.reserve(if streaming {
-                    STREAMING_READ_BUFFER_SIZE
-                } else {
-                    HW_BUFFER_SIZE - remaining
-                });
+                this.read_buf.reserve(HW_BUFFER_SIZE - remaining);
             }
 
             match tokio_util::io::poll_read_buf(io.as_mut(), cx, this.read_buf) {
@@ -1271,13 +1256,6 @@ where
                 }
 
                 Poll::Pending => {
-                    // campusbite patch: nothing buffered and nothing to read while a response
-                    // streams: release the read buffer (an SSE client never sends again; upstream
-                    // kept 8 KiB per connection). Keep-alive connections between requests keep
-                    // theirs, so a publisher's next request needs no allocation.
-                    if this.read_buf.is_empty() && matches!(&*this.state, State::SendPayload { .. }) {
-                        *this.read_buf = BytesMut::new();
-                    }
                     return Ok(false);
                 }
 
