@@ -361,18 +361,26 @@ where
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), io::Error>> {
         let InnerDispatcherProj {
             io,
+            read_buf,
             write_buf,
             h1_write_buffer_size,
             write_buf_needs_reset,
+            state,
             ..
         } = self.project();
         let mut io = Pin::new(io.as_mut().unwrap());
+
+        // campusbite patch: a streamed body (`BodySize::Stream`) that left the buffer below the
+        // watermark returned `Pending`: the response is idle, perhaps for hours (Server-Sent
+        // Events). Once flushed, it gives up both buffers instead of keeping them (see below).
+        let idle_stream = write_buf.len() < *h1_write_buffer_size
+            && matches!(&*state, State::SendPayload { body } if body.size() == BodySize::Stream);
 
         // Allow normal buffer growth, but do not retain allocations caused by large response
         // chunks on idle connections.
         let retention_limit = (*h1_write_buffer_size).max(WRITE_BUFFER_RETENTION_LIMIT);
 
-        if write_buf.capacity() > retention_limit {
+        if !idle_stream && write_buf.capacity() > retention_limit {
             // Needs stored flag because `write_buf.advance(n)` reduces reported capacity without
             // releasing the backing allocation.
             *write_buf_needs_reset = true;
@@ -398,7 +406,16 @@ where
         }
 
         // All bytes have been accepted by the I/O stream, so the buffer can be reused or released.
-        if *write_buf_needs_reset {
+        if idle_stream {
+            // campusbite patch: release the write buffer, and the read buffer if it holds no
+            // pipelined bytes; upstream kept 8 KiB of each per connection. The next chunk, or
+            // the next read, allocates again. Other responses keep the policy below.
+            *write_buf = BytesMut::new();
+            *write_buf_needs_reset = false;
+            if read_buf.is_empty() {
+                *read_buf = BytesMut::new();
+            }
+        } else if *write_buf_needs_reset {
             *write_buf = BytesMut::with_capacity(HW_BUFFER_SIZE);
             *write_buf_needs_reset = false;
         } else {
