@@ -38,8 +38,6 @@ use crate::{
 
 const LW_BUFFER_SIZE: usize = 1024;
 const HW_BUFFER_SIZE: usize = 1024 * 8;
-/// campusbite patch: read buffer of a connection that is streaming a response.
-const STREAMING_READ_BUFFER_SIZE: usize = 256;
 const MAX_PIPELINED_MESSAGES: usize = 16;
 
 /// Write buffer capacity at which we reallocate it after flushing.
@@ -307,8 +305,7 @@ where
 
                     io: Some(io),
                     read_buf: BytesMut::with_capacity(HW_BUFFER_SIZE),
-                    // campusbite patch: allocated on first write (see `poll_flush`).
-                    write_buf: BytesMut::new(),
+                    write_buf: BytesMut::with_capacity(HW_BUFFER_SIZE),
                     h1_write_buffer_size: config.h1_write_buffer_size(),
                     write_buf_needs_reset: false,
                     codec: Codec::new(config),
@@ -364,18 +361,26 @@ where
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), io::Error>> {
         let InnerDispatcherProj {
             io,
+            read_buf,
             write_buf,
             h1_write_buffer_size,
             write_buf_needs_reset,
+            state,
             ..
         } = self.project();
         let mut io = Pin::new(io.as_mut().unwrap());
+
+        // campusbite patch: a streamed body (`BodySize::Stream`) that left the buffer below the
+        // watermark returned `Pending`: the response is idle, perhaps for hours (Server-Sent
+        // Events). Once flushed, it gives up both buffers instead of keeping them (see below).
+        let idle_stream = write_buf.len() < *h1_write_buffer_size
+            && matches!(&*state, State::SendPayload { body } if body.size() == BodySize::Stream);
 
         // Allow normal buffer growth, but do not retain allocations caused by large response
         // chunks on idle connections.
         let retention_limit = (*h1_write_buffer_size).max(WRITE_BUFFER_RETENTION_LIMIT);
 
-        if write_buf.capacity() > retention_limit {
+        if !idle_stream && write_buf.capacity() > retention_limit {
             // Needs stored flag because `write_buf.advance(n)` reduces reported capacity without
             // releasing the backing allocation.
             *write_buf_needs_reset = true;
@@ -401,11 +406,21 @@ where
         }
 
         // All bytes have been accepted by the I/O stream, so the buffer can be reused or released.
-        // campusbite patch: always released. A long-lived streaming response (Server-Sent
-        // Events) is idle almost all the time; keeping 8 KiB per connection for it doubled
-        // the memory of an idle stream. The next write allocates what it needs.
-        *write_buf = BytesMut::new();
-        *write_buf_needs_reset = false;
+        if idle_stream {
+            // campusbite patch: release the write buffer, and the read buffer if it holds no
+            // pipelined bytes; upstream kept 8 KiB of each per connection. The next chunk, or
+            // the next read, allocates again. Other responses keep the policy below.
+            *write_buf = BytesMut::new();
+            *write_buf_needs_reset = false;
+            if read_buf.is_empty() {
+                *read_buf = BytesMut::new();
+            }
+        } else if *write_buf_needs_reset {
+            *write_buf = BytesMut::with_capacity(HW_BUFFER_SIZE);
+            *write_buf_needs_reset = false;
+        } else {
+            write_buf.clear();
+        }
 
         // flush the I/O and check if get blocked
         io.poll_flush(cx)
@@ -531,15 +546,11 @@ where
 
                 this.state.set(State::None);
             }
-            _ => {
-                let mut this = self.as_mut().project();
-                // campusbite patch: a streamed response (SSE) may stay open for hours with
-                // nothing more to read: release the read buffer now, not at the next wake-up.
-                if size == BodySize::Stream && this.read_buf.is_empty() {
-                    *this.read_buf = BytesMut::new();
-                }
-                this.state.set(State::SendPayload { body })
-            }
+            _ => self
+                .as_mut()
+                .project()
+                .state
+                .set(State::SendPayload { body }),
         }
 
         Ok(())
@@ -1243,16 +1254,7 @@ where
             // grow buffer if necessary.
             let remaining = this.read_buf.capacity() - this.read_buf.len();
             if remaining < LW_BUFFER_SIZE {
-                // campusbite patch: a connection streaming a response reads only to notice
-                // the client leaving; a small buffer does (and comes from the allocator's
-                // thread cache). It grows like any other once data arrives.
-                let streaming =
-                    this.read_buf.capacity() == 0 && matches!(&*this.state, State::SendPayload { .. });
-                this.read_buf.reserve(if streaming {
-                    STREAMING_READ_BUFFER_SIZE
-                } else {
-                    HW_BUFFER_SIZE - remaining
-                });
+                this.read_buf.reserve(HW_BUFFER_SIZE - remaining);
             }
 
             match tokio_util::io::poll_read_buf(io.as_mut(), cx, this.read_buf) {
@@ -1271,13 +1273,6 @@ where
                 }
 
                 Poll::Pending => {
-                    // campusbite patch: nothing buffered and nothing to read while a response
-                    // streams: release the read buffer (an SSE client never sends again; upstream
-                    // kept 8 KiB per connection). Keep-alive connections between requests keep
-                    // theirs, so a publisher's next request needs no allocation.
-                    if this.read_buf.is_empty() && matches!(&*this.state, State::SendPayload { .. }) {
-                        *this.read_buf = BytesMut::new();
-                    }
                     return Ok(false);
                 }
 

@@ -210,3 +210,120 @@ async fn buffer_above_configured_write_watermark_released() {
     // A larger watermark sets the limit directly; it is not multiplied by four.
     check_buffer_retention(512 * 1024, 256 * 1024, false, true).await;
 }
+
+// campusbite patch: tests for the release of idle streamed responses' buffers.
+
+/// Serves one response whose body the test feeds chunk by chunk (`SizedStream` of
+/// `sized` bytes when given, else `BodyStream`: `BodySize::Stream`), then `done` to
+/// every further request on the connection.
+#[allow(clippy::type_complexity)]
+fn fed_body_dispatcher(
+    io: &TestBuffer,
+    sized: Option<u64>,
+) -> (
+    tokio::sync::mpsc::UnboundedSender<bytes::Bytes>,
+    Dispatcher<
+        TestBuffer,
+        impl Service<Request, Response = Response<BoxBody>, Error = Error>,
+        BoxBody,
+        ExpectHandler,
+        UpgradeHandler,
+    >,
+) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<bytes::Bytes>();
+    let rx = Rc::new(Cell::new(Some(rx)));
+    let services = HttpFlow::new(
+        fn_service(move |_: Request| {
+            let body = match rx.take() {
+                Some(mut rx) => {
+                    let chunks = futures_util::stream::poll_fn(move |cx| {
+                        rx.poll_recv(cx).map(|chunk| chunk.map(Ok::<_, Error>))
+                    });
+                    match sized {
+                        Some(len) => BoxBody::new(crate::body::SizedStream::new(len, chunks)),
+                        None => BoxBody::new(crate::body::BodyStream::new(chunks)),
+                    }
+                }
+                None => BoxBody::new("done"),
+            };
+            async move { Ok::<_, Error>(Response::ok().set_body(body)) }
+        }),
+        ExpectHandler,
+        None::<UpgradeHandler>,
+    );
+    let dispatcher = Dispatcher::new(
+        io.clone(),
+        services,
+        ServiceConfigBuilder::new().build(),
+        None,
+        OnConnectData::default(),
+    );
+    (tx, dispatcher)
+}
+
+fn buffer_capacities<T, S, B, X, U>(dispatcher: &Dispatcher<T, S, B, X, U>) -> (usize, usize)
+where
+    T: AsyncRead + AsyncWrite + Unpin,
+    S: Service<Request>,
+    S::Error: Into<Response<BoxBody>>,
+    S::Response: Into<Response<B>>,
+    B: MessageBody,
+    X: Service<Request, Response = Request>,
+    X::Error: Into<Response<BoxBody>>,
+    U: Service<(Request, Framed<T, Codec>), Response = ()>,
+    U::Error: fmt::Display,
+{
+    let DispatcherState::Normal { inner } = &dispatcher.inner else {
+        panic!("dispatcher left the normal state")
+    };
+    (inner.read_buf.capacity(), inner.write_buf.capacity())
+}
+
+#[actix_rt::test]
+async fn idle_streamed_body_releases_buffers() {
+    let mut io = TestBuffer::new("GET / HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    let (tx, dispatcher) = fed_body_dispatcher(&io, None);
+    let mut dispatcher = pin!(dispatcher);
+    let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
+
+    tx.send(bytes::Bytes::from_static(b"data: 1\n\n")).unwrap();
+    assert!(dispatcher.as_mut().poll(&mut cx).is_pending());
+    let head = io.take_write_buf();
+    assert!(head.starts_with(b"HTTP/1.1 200 OK\r\n"));
+    assert!(head.ends_with(b"\r\n\r\n9\r\ndata: 1\n\n\r\n"), "{head:?}");
+    // The body waits for its next chunk: neither buffer is kept.
+    assert_eq!(buffer_capacities(&*dispatcher), (0, 0));
+
+    // The next chunk allocates, is written, and the buffers go again.
+    tx.send(bytes::Bytes::from_static(b"data: 2\n\n")).unwrap();
+    assert!(dispatcher.as_mut().poll(&mut cx).is_pending());
+    assert_eq!(&io.take_write_buf()[..], b"9\r\ndata: 2\n\n\r\n");
+    assert_eq!(buffer_capacities(&*dispatcher), (0, 0));
+
+    // Once the stream ends, the connection is an ordinary keep-alive one again: its next
+    // response is served and its read buffer is kept for the request after that.
+    drop(tx);
+    assert!(dispatcher.as_mut().poll(&mut cx).is_pending());
+    assert_eq!(&io.take_write_buf()[..], b"0\r\n\r\n");
+    io.extend_read_buf("GET / HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    assert!(dispatcher.as_mut().poll(&mut cx).is_pending());
+    assert!(io.take_write_buf().ends_with(b"\r\n\r\ndone"));
+    let (read, _) = buffer_capacities(&*dispatcher);
+    assert!(read >= LW_BUFFER_SIZE, "read buffer {read}");
+}
+
+#[actix_rt::test]
+async fn idle_sized_stream_keeps_buffers() {
+    // Only `BodySize::Stream` bodies release their buffers; a body of known length does not.
+    let io = TestBuffer::new("GET / HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    let (tx, dispatcher) = fed_body_dispatcher(&io, Some(18));
+    let mut dispatcher = pin!(dispatcher);
+    let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
+
+    tx.send(bytes::Bytes::from_static(b"data: 1\n\n")).unwrap();
+    assert!(dispatcher.as_mut().poll(&mut cx).is_pending());
+    assert!(io.take_write_buf().ends_with(b"\r\n\r\ndata: 1\n\n"));
+    let (read, write) = buffer_capacities(&*dispatcher);
+    assert!(read >= LW_BUFFER_SIZE, "read buffer {read}");
+    assert!(write >= HW_BUFFER_SIZE, "write buffer {write}");
+}
