@@ -34,6 +34,13 @@ pub struct UserToken {
     pub expires_at: u64,
 }
 
+/// A producer's credential, checked.
+#[derive(Debug, Clone)]
+pub struct Publisher {
+    /// The token's `sub`: whose Idempotency-Keys these are.
+    pub name: String,
+}
+
 /// Why a token was refused. The `reason` label of `notify_auth_failures_total`.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
@@ -148,18 +155,22 @@ impl Authenticator {
         })
     }
 
-    /// Checks a producer's token; its `scope` must hold [`PUBLISH_SCOPE`].
-    pub fn publisher(&self, token: &str) -> Result<(), AuthError> {
+    /// Checks a producer's token; its `scope` must hold [`PUBLISH_SCOPE`]
+    /// and its `sub` names the publisher.
+    pub fn publisher(&self, token: &str) -> Result<Publisher, AuthError> {
         let claims = self.decode(token)?;
         let allowed = claims
             .scope
             .as_deref()
             .is_some_and(|s| s.split_whitespace().any(|s| s == PUBLISH_SCOPE));
-        if allowed {
-            Ok(())
-        } else {
-            Err(AuthError::MissingScope)
+        if !allowed {
+            return Err(AuthError::MissingScope);
         }
+        let name = claims
+            .sub
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| AuthError::MissingClaim("sub".into()))?;
+        Ok(Publisher { name })
     }
 
     fn decode(&self, token: &str) -> Result<Claims, AuthError> {

@@ -46,6 +46,8 @@ pub struct Metrics {
     pub bus_connected: Gauge,
     pub ready: Gauge,
     pub draining: Gauge,
+    pub idempotency_keys: Gauge,
+    pub idempotency_bytes: Gauge,
     dropped: [Counter; 2],
     rejected: [Counter; 4],
 }
@@ -57,7 +59,7 @@ impl Metrics {
         describe_gauge!("notify_connections_open", "Open SSE streams on this node.");
         describe_gauge!(
             "notify_connections_max",
-            "NOTIFY_MAX_CONNECTIONS of this node."
+            "Streams this node accepts: NOTIFY_MAX_CONNECTIONS, lowered to fit the open-files limit."
         );
         describe_gauge!(
             "notify_users_online",
@@ -99,6 +101,14 @@ impl Metrics {
         );
         describe_gauge!("notify_ready", "1 while /readyz answers 200.");
         describe_gauge!("notify_draining", "1 after SIGTERM.");
+        describe_gauge!(
+            "notify_idempotency_keys",
+            "Idempotency-Keys of HTTP publishes remembered on this node."
+        );
+        describe_gauge!(
+            "notify_idempotency_bytes",
+            "Bytes the remembered Idempotency-Keys take (NOTIFY_IDEMPOTENCY_MAX_BYTES bounds it)."
+        );
         for reason in AuthError::REASONS {
             counter!("notify_auth_failures_total", "reason" => *reason).increment(0);
         }
@@ -116,6 +126,8 @@ impl Metrics {
             bus_connected: gauge!("notify_bus_connected"),
             ready: gauge!("notify_ready"),
             draining: gauge!("notify_draining"),
+            idempotency_keys: gauge!("notify_idempotency_keys"),
+            idempotency_bytes: gauge!("notify_idempotency_bytes"),
             dropped: [dropped("slow_consumer"), dropped("invalid_payload")],
             rejected: [
                 rejected("per_user_limit"),
@@ -144,6 +156,8 @@ impl Metrics {
             &m.bus_connected,
             &m.ready,
             &m.draining,
+            &m.idempotency_keys,
+            &m.idempotency_bytes,
         ] {
             g.set(0.0);
         }

@@ -6,6 +6,7 @@ use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 
 use crate::auth::AuthError;
+use crate::idempotency::KeyReused;
 use crate::user_id::InvalidUserId;
 
 /// Everything an HTTP handler can answer with instead of success.
@@ -33,6 +34,10 @@ pub enum ApiError {
     BusUnavailable,
     #[error("no such endpoint")]
     NotFound,
+    #[error("{0}")]
+    IdempotencyKeyReused(#[from] KeyReused),
+    #[error("a cookie request from origin {0:?} is not allowed; send the token instead")]
+    ForbiddenOrigin(String),
 }
 
 #[derive(Serialize)]
@@ -56,6 +61,8 @@ impl ApiError {
             Self::Draining => "draining",
             Self::BusUnavailable => "bus_unavailable",
             Self::NotFound => "not_found",
+            Self::IdempotencyKeyReused(_) => "idempotency_key_reused",
+            Self::ForbiddenOrigin(_) => "forbidden_origin",
         }
     }
 
@@ -74,7 +81,7 @@ impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::Forbidden | Self::ForbiddenOrigin(_) => StatusCode::FORBIDDEN,
             Self::BadRequest(_) | Self::InvalidUserId(_) | Self::InvalidLastEventId => {
                 StatusCode::BAD_REQUEST
             }
@@ -84,6 +91,7 @@ impl ResponseError for ApiError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             Self::NotFound => StatusCode::NOT_FOUND,
+            Self::IdempotencyKeyReused(_) => StatusCode::UNPROCESSABLE_ENTITY,
         }
     }
 

@@ -13,7 +13,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::Bytes;
 use serde::Deserialize;
 
-use super::{bearer, ApiError, AppState};
+use super::{bearer, origin, ApiError, AppState};
 use crate::event::EventId;
 use crate::frame_queue::{self, FrameReceiver};
 use crate::metrics::{metrics, RejectReason};
@@ -82,6 +82,7 @@ pub(super) async fn subscribe(
     req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    origin::check_cookie_subscribe(&req, &state.limits.cookie_origins)?;
     let reject = |reason, error| {
         metrics().rejected(reason).increment(1);
         Err(error)
