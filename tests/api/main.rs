@@ -6,6 +6,7 @@ mod helpers;
 
 mod auth;
 mod config;
+mod cookie_origin;
 mod cors;
 mod expiry;
 mod idempotency;
