@@ -40,7 +40,9 @@ async fn a_cookie_stream_from_a_foreign_origin_is_refused_with_403_and_takes_no_
     assert_eq!(m.value("notify_connections_total", &[]), Some(0.0));
 
     // The user's one slot is still free for the student's own page.
-    let mut s = app.subscribe_with(cookie_subscribe(&app, "u1", &own(&app))).await;
+    let mut s = app
+        .subscribe_with(cookie_subscribe(&app, "u1", &own(&app)))
+        .await;
     let id = app.publish_n("u1", 1).await;
     assert_eq!(s.next_message().await.0, id);
 }
@@ -48,8 +50,12 @@ async fn a_cookie_stream_from_a_foreign_origin_is_refused_with_403_and_takes_no_
 #[tokio::test]
 async fn cookie_streams_from_the_nodes_own_and_an_allowed_origin_are_served() {
     let app = spawn_app_with(&[("NOTIFY_CORS_ORIGINS", ALLOWED)]).await;
-    let _own = app.subscribe_with(cookie_subscribe(&app, "u1", &own(&app))).await;
-    let _allowed = app.subscribe_with(cookie_subscribe(&app, "u1", ALLOWED)).await;
+    let _own = app
+        .subscribe_with(cookie_subscribe(&app, "u1", &own(&app)))
+        .await;
+    let _allowed = app
+        .subscribe_with(cookie_subscribe(&app, "u1", ALLOWED))
+        .await;
     // No Origin at all: not a cross-origin browser request.
     let _none = app
         .subscribe_with(
@@ -58,7 +64,8 @@ async fn cookie_streams_from_the_nodes_own_and_an_allowed_origin_are_served() {
                 .header("cookie", format!("{COOKIE}={}", app.user_token("u1"))),
         )
         .await;
-    app.wait_metric("notify_connections_open", &[], |v| v == 3.0).await;
+    app.wait_metric("notify_connections_open", &[], |v| v == 3.0)
+        .await;
 }
 
 #[tokio::test]
@@ -116,7 +123,11 @@ async fn the_session_cannot_be_set_or_cleared_from_a_foreign_origin() {
 
 #[tokio::test]
 async fn the_cookies_same_site_follows_its_setting() {
-    for (setting, expected) in [(None, "Lax"), (Some("strict"), "Strict"), (Some("none"), "None")] {
+    for (setting, expected) in [
+        (None, "Lax"),
+        (Some("strict"), "Strict"),
+        (Some("none"), "None"),
+    ] {
         let envs: Vec<(&str, &str)> = setting
             .map(|s| vec![("NOTIFY_COOKIE_SAME_SITE", s)])
             .unwrap_or_default();
@@ -137,7 +148,10 @@ async fn the_cookies_same_site_follows_its_setting() {
             "Secure".into(),
             "Path=/api/notifications".into(),
         ] {
-            assert!(attrs.contains(&want.as_str()), "{want} missing: {set_cookie}");
+            assert!(
+                attrs.contains(&want.as_str()),
+                "{want} missing: {set_cookie}"
+            );
         }
     }
 }

@@ -244,7 +244,21 @@ fn capture(
 }
 
 fn base_command(envs: &[(&str, &str)]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_campusbite-notify"));
+    base_command_under(&[], envs)
+}
+
+/// The server's command line, run through `wrapper` (e.g. `prlimit …`) when
+/// it is not empty.
+fn base_command_under(wrapper: &[&str], envs: &[(&str, &str)]) -> Command {
+    let bin = env!("CARGO_BIN_EXE_campusbite-notify");
+    let mut cmd = match wrapper.split_first() {
+        Some((program, args)) => {
+            let mut cmd = Command::new(program);
+            cmd.args(args).arg(bin);
+            cmd
+        }
+        None => Command::new(bin),
+    };
     cmd.arg("serve");
     // Only the settings a test chooses: nothing inherited from the runner.
     for (k, _) in std::env::vars() {
@@ -298,7 +312,15 @@ pub async fn spawn_app_with(envs: &[(&str, &str)]) -> TestApp {
 /// Starts the server with exactly these settings (no secret added) and
 /// waits for its `listening on 127.0.0.1:<port>` line.
 pub async fn spawn_app_raw(envs: &[(&str, &str)]) -> TestApp {
-    let mut child = base_command(envs).spawn().expect("start the server binary");
+    spawn_app_under(&[], envs).await
+}
+
+/// Like [`spawn_app_raw`], the binary started through `wrapper` (a command
+/// that ends by running its arguments, e.g. `prlimit --nofile=1024:2000 --`).
+pub async fn spawn_app_under(wrapper: &[&str], envs: &[(&str, &str)]) -> TestApp {
+    let mut child = base_command_under(wrapper, envs)
+        .spawn()
+        .expect("start the server binary");
     let stderr = Arc::new(Mutex::new(Vec::new()));
     capture(child.stderr.take().unwrap(), stderr.clone());
     let stdout = child.stdout.take().unwrap();

@@ -32,7 +32,11 @@ async fn send(app: &TestApp, token: &str, key: &str, body: &str) -> (u16, Value)
 /// The next event on `s` is a marker published now: nothing else arrived.
 async fn assert_nothing_pending(app: &TestApp, s: &mut SseStream, user: &str) {
     let marker = app.publish(user, &json!({"type": "marker"})).await;
-    assert_eq!(s.next_message().await.0, marker, "something else was stored");
+    assert_eq!(
+        s.next_message().await.0,
+        marker,
+        "something else was stored"
+    );
 }
 
 fn id_of(answer: &Value) -> u64 {
@@ -122,7 +126,9 @@ async fn remembered_keys_stay_within_their_byte_budget_and_a_flood_evicts_only_i
         assert_eq!(status, 202);
         answers.push(answer);
         let m = app.metrics().await;
-        let bytes = m.value("notify_idempotency_bytes", &[]).expect("bytes gauge");
+        let bytes = m
+            .value("notify_idempotency_bytes", &[])
+            .expect("bytes gauge");
         assert!(bytes <= BUDGET as f64, "{bytes} bytes remembered");
     }
     let keys = app.metrics().await.value("notify_idempotency_keys", &[]);
@@ -132,9 +138,15 @@ async fn remembered_keys_stay_within_their_byte_budget_and_a_flood_evicts_only_i
     );
 
     // The newest key is remembered, the oldest was forgotten (stored anew).
-    assert_eq!(send(&app, &loud, "flood-39", &batch).await, (202, answers[39].clone()));
+    assert_eq!(
+        send(&app, &loud, "flood-39", &batch).await,
+        (202, answers[39].clone())
+    );
     let (_, again) = send(&app, &loud, "flood-0", &batch).await;
     assert_ne!(again, answers[0], "the oldest key was evicted");
     // The other publisher's key survived the flood.
-    assert_eq!(send(&app, &quiet, "mine", &quiet_body).await, (202, quiet_first));
+    assert_eq!(
+        send(&app, &quiet, "mine", &quiet_body).await,
+        (202, quiet_first)
+    );
 }

@@ -11,6 +11,7 @@ mod cors;
 mod expiry;
 mod idempotency;
 mod limits;
+mod open_files;
 mod ops;
 mod publish;
 mod resume;
