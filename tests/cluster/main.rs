@@ -16,6 +16,7 @@ mod support;
 mod access;
 mod config;
 mod cross_node;
+mod idempotency;
 mod isolation;
 mod nats_kill;
 mod nats_outage;
