@@ -88,6 +88,8 @@ async fn other_invalid_settings_stop_start_up_naming_them() {
         ("NOTIFY_JWT_LEEWAY", "5 parsecs"),
         ("NOTIFY_SHUTDOWN_GRACE", "-3s"),
         ("NOTIFY_MAX_CONNECTIONS_PER_USER", "two"),
+        ("NOTIFY_IDEMPOTENCY_MAX_BYTES", "100"),
+        ("NOTIFY_COOKIE_SAME_SITE", "sometimes"),
     ] {
         assert_refuses_to_start(&[("NOTIFY_JWT_SECRET", &secret), (var, value)], var).await;
     }
