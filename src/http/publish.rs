@@ -151,6 +151,12 @@ impl PublishRequest {
                 "notification is larger than {max_notification_bytes} bytes"
             )));
         }
+        // serde reads a struct from an array too; a notification is an object.
+        if !notification.starts_with('{') {
+            return Err(ApiError::BadRequest(
+                "invalid notification: expected a JSON object".into(),
+            ));
+        }
         serde_json::from_str::<NotificationShape>(notification)
             .map_err(|e| ApiError::BadRequest(format!("invalid notification: {e}")))?;
         Ok(Self {
