@@ -101,6 +101,18 @@ async fn under_a_soft_limit_of_1024_the_node_raises_it_and_holds_5000_streams() 
     .await;
     app.secret = secret;
 
+    // prlimit execs the server: same process, its soft limit now raised.
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", app.pid())).unwrap();
+    let open_files = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .map(|l| l.split_whitespace().collect::<Vec<_>>());
+    assert_eq!(
+        open_files.as_deref().map(|f| &f[3..5]),
+        Some(&["20000", "20000"][..]),
+        "soft and hard open-files limits of the server"
+    );
+
     let streams = open_streams(&app, "u1", 5_000).await;
 
     let m = app.metrics().await;
