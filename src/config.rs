@@ -149,12 +149,19 @@ pub struct ServeConfig {
     #[arg(long, env = "NOTIFY_MAX_BATCH_USERS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub max_batch_users: u32,
 
+    /// Bytes of remembered publish Idempotency-Keys on this node (each key
+    /// costs ~200 bytes plus 8 per user of its batch); over it, the
+    /// publisher holding the most loses its oldest keys first.
+    #[arg(long, env = "NOTIFY_IDEMPOTENCY_MAX_BYTES", default_value_t = 32 << 20, value_parser = clap::value_parser!(u64).range(4096..=(1 << 40)))]
+    pub idempotency_max_bytes: u64,
+
     /// Comma-separated allowed CORS origins; `*` allows any.
     #[arg(long, env = "NOTIFY_CORS_ORIGINS")]
     pub cors_origins: Option<String>,
 
-    /// `SameSite` of the session cookie: `none` (cross-site pages), `lax` or `strict`.
-    #[arg(long, env = "NOTIFY_COOKIE_SAME_SITE", default_value = "none", value_parser = PossibleValuesParser::new(["none", "lax", "strict"]).map(same_site))]
+    /// `SameSite` of the session cookie: `lax` (pages on the same site, e.g.
+    /// another subdomain), `strict`, or `none` (pages on other sites).
+    #[arg(long, env = "NOTIFY_COOKIE_SAME_SITE", default_value = "lax", value_parser = PossibleValuesParser::new(["none", "lax", "strict"]).map(same_site))]
     pub cookie_same_site: SameSite,
 
     /// Drain time on SIGTERM: streams are ended spread over it, then the process exits.

@@ -54,6 +54,8 @@ pub struct Metrics {
     pub jwks_keys: Gauge,
     /// When a JWK set was last loaded, unix seconds (0: never).
     pub jwks_last_success: Gauge,
+    pub idempotency_keys: Gauge,
+    pub idempotency_bytes: Gauge,
     dropped: [Counter; 2],
     rejected: [Counter; 4],
 }
@@ -65,7 +67,7 @@ impl Metrics {
         describe_gauge!("notify_connections_open", "Open SSE streams on this node.");
         describe_gauge!(
             "notify_connections_max",
-            "NOTIFY_MAX_CONNECTIONS of this node."
+            "Streams this node accepts: NOTIFY_MAX_CONNECTIONS, lowered to fit the open-files limit."
         );
         describe_gauge!(
             "notify_users_online",
@@ -117,6 +119,14 @@ impl Metrics {
             "notify_jwks_last_success_timestamp_seconds",
             "When the JWK set was last loaded (0: never)."
         );
+        describe_gauge!(
+            "notify_idempotency_keys",
+            "Idempotency-Keys of HTTP publishes remembered on this node."
+        );
+        describe_gauge!(
+            "notify_idempotency_bytes",
+            "Bytes the remembered Idempotency-Keys take (NOTIFY_IDEMPOTENCY_MAX_BYTES bounds it)."
+        );
         for reason in AuthError::REASONS {
             counter!("notify_auth_failures_total", "reason" => *reason).increment(0);
         }
@@ -138,6 +148,8 @@ impl Metrics {
             jwks_failures: counter!("notify_jwks_refresh_failures_total"),
             jwks_keys: gauge!("notify_jwks_keys"),
             jwks_last_success: gauge!("notify_jwks_last_success_timestamp_seconds"),
+            idempotency_keys: gauge!("notify_idempotency_keys"),
+            idempotency_bytes: gauge!("notify_idempotency_bytes"),
             dropped: [dropped("slow_consumer"), dropped("invalid_payload")],
             rejected: [
                 rejected("per_user_limit"),
@@ -170,6 +182,8 @@ impl Metrics {
             &m.draining,
             &m.jwks_keys,
             &m.jwks_last_success,
+            &m.idempotency_keys,
+            &m.idempotency_bytes,
         ] {
             g.set(0.0);
         }

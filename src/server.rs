@@ -22,6 +22,8 @@ use crate::bus::nats::{
 use crate::bus::Bus;
 use crate::config::{ConfigError, ServeConfig};
 use crate::http::{self, ApiLimits, AppState, ConnectionSlots, SocketHandle};
+use crate::idempotency::IdempotencyCache;
+use crate::open_files;
 use crate::registry::Registry;
 use crate::shutdown::{self, Lifecycle};
 use crate::user::StreamPolicy;
@@ -154,7 +156,8 @@ impl Application {
 
     async fn assemble(config: ServeConfig, bind: Bind) -> Result<Self, StartError> {
         config.validate()?;
-        let prometheus = crate::metrics::install(config.max_connections)
+        let max_connections = max_connections(config.max_connections);
+        let prometheus = crate::metrics::install(max_connections)
             .map_err(|e| ConfigError::new("RUST_LOG", format!("metrics recorder: {e}")))?;
         let auth = Authenticator::start(&config).await?;
         let (bus, failure) = start_bus(&config).await?;
@@ -172,14 +175,23 @@ impl Application {
             bus,
             registry: registry.clone(),
             lifecycle: lifecycle.clone(),
-            slots: ConnectionSlots::new(config.max_connections),
+            slots: ConnectionSlots::new(max_connections),
             limits: ApiLimits {
                 max_notification_bytes: config.max_notification_bytes as usize,
                 max_batch_users: config.max_batch_users as usize,
                 sink_queue: config.sink_queue as usize,
                 cookie_same_site: config.cookie_same_site,
+                cookie_origins: config
+                    .cors_allowlist()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|o| o != "*")
+                    .collect(),
             },
             prometheus: prometheus.clone(),
+            idempotency: IdempotencyCache::new(
+                usize::try_from(config.idempotency_max_bytes).unwrap_or(usize::MAX),
+            ),
         });
 
         let cors_origins = config.cors_allowlist();
@@ -209,7 +221,7 @@ impl Application {
         .shutdown_timeout(shutdown::FLUSH_TIME.as_secs().max(1))
         .workers(workers)
         // Our own limit answers 503; the acceptor's must never be hit first.
-        .max_connections(config.max_connections as usize + 1024)
+        .max_connections(max_connections as usize + 1024)
         .backlog(4096);
         let tls = match (&config.tls_cert_file, &config.tls_key_file) {
             (Some(cert), Some(key)) => Some(crate::tls::server_config(cert, key)?),
@@ -246,6 +258,28 @@ impl Application {
             failure,
         })
     }
+}
+
+/// `NOTIFY_MAX_CONNECTIONS`, lowered (and logged) when it does not fit
+/// under the open-files limit, which is raised to its hard limit first.
+fn max_connections(wanted: u32) -> u32 {
+    let Some(soft) = open_files::raise_soft_limit() else {
+        tracing::warn!(
+            "cannot read the open-files limit; NOTIFY_MAX_CONNECTIONS is not checked against it"
+        );
+        return wanted;
+    };
+    let effective = open_files::fit(wanted, soft);
+    if effective < wanted {
+        tracing::warn!(
+            max_connections = wanted,
+            effective,
+            open_files = soft,
+            reserved = open_files::RESERVED,
+            "NOTIFY_MAX_CONNECTIONS={wanted} does not fit under the open-files limit of {soft}; this node accepts at most {effective} streams"
+        );
+    }
+    effective
 }
 
 /// The bus the settings ask for, and what resolves if it fails later.

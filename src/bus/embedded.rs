@@ -16,13 +16,10 @@ use actix::Recipient;
 
 use super::{BoxFuture, Bus, BusError, BusMessage, History, Subscription};
 use crate::event::{Event, EventId, Payload};
+use crate::idempotency::DedupeKey;
 use crate::sse;
 use crate::user_id::UserId;
 
-/// How long an idempotency key is remembered (as JetStream's duplicate window).
-const DEDUPE_WINDOW: Duration = Duration::from_secs(120);
-/// Most idempotency keys remembered at once; the oldest are forgotten first.
-const DEDUPE_CAPACITY: usize = 100_000;
 /// How often expired history is swept.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -57,8 +54,6 @@ struct State {
     bytes: u64,
     subscribers: HashMap<UserId, (u64, Recipient<BusMessage>)>,
     next_token: u64,
-    dedupe: HashMap<String, (Instant, Vec<EventId>)>,
-    dedupe_order: VecDeque<(Instant, String)>,
 }
 
 struct UserLog {
@@ -126,41 +121,19 @@ impl EmbeddedBus {
                 bytes: 0,
                 subscribers: HashMap::new(),
                 next_token: 0,
-                dedupe: HashMap::new(),
-                dedupe_order: VecDeque::new(),
             })),
         }
     }
 
-    fn publish_now(
-        &self,
-        users: &[UserId],
-        payload: &Payload,
-        dedupe_key: Option<String>,
-    ) -> Vec<EventId> {
+    /// Idempotency-Keys are the HTTP edge's (`crate::idempotency`): one
+    /// process, so nothing else can publish the same key here.
+    fn publish_now(&self, users: &[UserId], payload: &Payload) -> Vec<EventId> {
         let now = Instant::now();
-        // A key stands for one request: the same key with other users is another publish.
-        let dedupe_key = dedupe_key.map(|key| {
-            let mut scoped = key;
-            for user in users {
-                scoped.push('\0');
-                scoped.push_str(user.as_str());
-            }
-            scoped
-        });
         let mut state = lock(&self.state);
-        state.forget_old_dedupe_keys(now);
-        if let Some(ids) = dedupe_key.as_ref().and_then(|k| state.dedupe.get(k)) {
-            return ids.1.clone();
-        }
         let ids: Vec<EventId> = users
             .iter()
             .map(|user| state.append(user, payload))
             .collect();
-        if let Some(key) = dedupe_key {
-            state.dedupe_order.push_back((now, key.clone()));
-            state.dedupe.insert(key, (now, ids.clone()));
-        }
         state.evict(now);
         ids
     }
@@ -246,18 +219,6 @@ impl State {
             });
         }
     }
-
-    fn forget_old_dedupe_keys(&mut self, now: Instant) {
-        while let Some((at, _)) = self.dedupe_order.front() {
-            let too_old = now.duration_since(*at) > DEDUPE_WINDOW;
-            if !too_old && self.dedupe_order.len() <= DEDUPE_CAPACITY {
-                break;
-            }
-            if let Some((_, key)) = self.dedupe_order.pop_front() {
-                self.dedupe.remove(&key);
-            }
-        }
-    }
 }
 
 impl Bus for EmbeddedBus {
@@ -289,11 +250,9 @@ impl Bus for EmbeddedBus {
         &self,
         users: Vec<UserId>,
         payload: Payload,
-        dedupe_key: Option<String>,
+        _dedupe: Option<DedupeKey>,
     ) -> BoxFuture<Result<Vec<EventId>, BusError>> {
-        Box::pin(std::future::ready(Ok(
-            self.publish_now(&users, &payload, dedupe_key)
-        )))
+        Box::pin(std::future::ready(Ok(self.publish_now(&users, &payload))))
     }
 
     fn position(&self, _user: UserId) -> BoxFuture<Result<EventId, BusError>> {
@@ -338,8 +297,8 @@ mod tests {
     #[test]
     fn ids_increase_from_the_first_id_across_users() {
         let bus = bus(10, 1 << 20);
-        let a = bus.publish_now(&[user("a"), user("b")], &payload(1), None);
-        let b = bus.publish_now(&[user("a")], &payload(2), None);
+        let a = bus.publish_now(&[user("a"), user("b")], &payload(1));
+        let b = bus.publish_now(&[user("a")], &payload(2));
         assert_eq!(a, vec![EventId(1000), EventId(1001)]);
         assert_eq!(b, vec![EventId(1002)]);
         assert_eq!(
@@ -354,7 +313,7 @@ mod tests {
     fn depth_eviction_marks_older_resumes_as_truncated() {
         let bus = bus(3, 1 << 20);
         for n in 0..5 {
-            bus.publish_now(&[user("a")], &payload(n), None);
+            bus.publish_now(&[user("a")], &payload(n));
         }
         let h = bus.history_now(&user("a"), EventId(999));
         assert!(h.truncated);
@@ -377,7 +336,7 @@ mod tests {
         let frame = sse::event(EventId(1000), None, &one).frame.len() as u64;
         let bus = bus(100, frame * 3);
         for (n, u) in ["a", "b", "a", "b", "a"].iter().enumerate() {
-            bus.publish_now(&[user(u)], &payload(n as u32), None);
+            bus.publish_now(&[user(u)], &payload(n as u32));
         }
         let a = bus.history_now(&user("a"), EventId(999));
         let b = bus.history_now(&user("b"), EventId(999));
@@ -386,14 +345,5 @@ mod tests {
         assert_eq!(ids(&b), vec![1003]);
         assert!(a.truncated && b.truncated);
         assert!(lock(&bus.state).bytes <= frame * 3);
-    }
-
-    #[test]
-    fn an_idempotency_key_stores_once() {
-        let bus = bus(10, 1 << 20);
-        let first = bus.publish_now(&[user("a"), user("b")], &payload(1), Some("k1".into()));
-        let again = bus.publish_now(&[user("a"), user("b")], &payload(1), Some("k1".into()));
-        assert_eq!(first, again);
-        assert_eq!(ids(&bus.history_now(&user("a"), EventId(0))), vec![1000]);
     }
 }

@@ -16,6 +16,7 @@ use std::pin::Pin;
 use actix::{Message, Recipient};
 
 use crate::event::{Event, EventId, Payload};
+use crate::idempotency::DedupeKey;
 use crate::user_id::UserId;
 
 /// A boxed, sendable future (the trait must be object-safe).
@@ -73,13 +74,14 @@ pub trait Bus: Send + Sync + 'static {
     fn history(&self, user: UserId, after: EventId) -> BoxFuture<Result<History, BusError>>;
 
     /// Stores one notification for each user and returns their ids, in the
-    /// order of `users`. With `dedupe_key`, a repeat within the dedupe window
-    /// stores nothing and returns the first ids.
+    /// order of `users`. With `dedupe`, a bus shared by several nodes
+    /// (NATS) stores a repeat within its duplicate window once and returns
+    /// the first ids; the embedded bus leaves keys to the HTTP edge.
     fn publish(
         &self,
         users: Vec<UserId>,
         payload: Payload,
-        dedupe_key: Option<String>,
+        dedupe: Option<DedupeKey>,
     ) -> BoxFuture<Result<Vec<EventId>, BusError>>;
 
     /// `user`'s current position: the id a stream opened now would start

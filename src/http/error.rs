@@ -6,6 +6,7 @@ use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 
 use crate::auth::AuthError;
+use crate::idempotency::KeyReused;
 use crate::user_id::InvalidUserId;
 
 /// Everything an HTTP handler can answer with instead of success.
@@ -35,6 +36,10 @@ pub enum ApiError {
     NotFound,
     #[error("this endpoint does not answer this method (allowed: {0})")]
     MethodNotAllowed(&'static str),
+    #[error("{0}")]
+    IdempotencyKeyReused(#[from] KeyReused),
+    #[error("a cookie request from origin {0:?} is not allowed; send the token instead")]
+    ForbiddenOrigin(String),
 }
 
 #[derive(Serialize)]
@@ -61,6 +66,8 @@ impl ApiError {
             Self::BusUnavailable => "bus_unavailable",
             Self::NotFound => "not_found",
             Self::MethodNotAllowed(_) => "method_not_allowed",
+            Self::IdempotencyKeyReused(_) => "idempotency_key_reused",
+            Self::ForbiddenOrigin(_) => "forbidden_origin",
         }
     }
 
@@ -83,7 +90,7 @@ impl ResponseError for ApiError {
         match self {
             Self::Unauthorized(AuthError::KeysUnavailable) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::Forbidden | Self::ForbiddenOrigin(_) => StatusCode::FORBIDDEN,
             Self::BadRequest(_) | Self::InvalidUserId(_) | Self::InvalidLastEventId => {
                 StatusCode::BAD_REQUEST
             }
@@ -94,6 +101,7 @@ impl ResponseError for ApiError {
             }
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            Self::IdempotencyKeyReused(_) => StatusCode::UNPROCESSABLE_ENTITY,
         }
     }
 

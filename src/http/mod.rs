@@ -5,6 +5,7 @@
 
 mod error;
 mod ops;
+mod origin;
 mod publish;
 mod refusal;
 mod session;
@@ -26,6 +27,7 @@ pub use subscribe::ConnectionSlots;
 
 use crate::auth::Authenticator;
 use crate::bus::Bus;
+use crate::idempotency::IdempotencyCache;
 use crate::registry::Registry;
 use crate::shutdown::Lifecycle;
 
@@ -40,6 +42,9 @@ pub struct ApiLimits {
     pub sink_queue: usize,
     /// `SameSite` of the session cookie.
     pub cookie_same_site: actix_web::cookie::SameSite,
+    /// Origins besides the node's own whose pages may use the cookie
+    /// (`NOTIFY_CORS_ORIGINS` without `*`).
+    pub cookie_origins: Vec<String>,
 }
 
 /// What every handler can reach.
@@ -51,6 +56,7 @@ pub struct AppState {
     pub slots: Arc<ConnectionSlots>,
     pub limits: ApiLimits,
     pub prometheus: PrometheusHandle,
+    pub idempotency: IdempotencyCache,
 }
 
 impl AppState {

@@ -9,7 +9,8 @@ use serde_json::{json, value::RawValue, Map, Value};
 use super::{bearer, ApiError, AppState};
 use crate::auth::AuthError;
 use crate::bus::BusError;
-use crate::event::Payload;
+use crate::event::{EventId, Payload};
+use crate::idempotency::{request_digest, Begin, DedupeKey};
 use crate::metrics::metrics;
 use crate::user_id::UserId;
 
@@ -71,7 +72,7 @@ pub(super) async fn publish(
             });
         }
     };
-    let dedupe_key = idempotency_key(&req)?;
+    let key = idempotency_key(&req)?;
 
     let limits = &state.limits;
     let max_body = limits.max_notification_bytes + limits.max_batch_users * 260 + 1024;
@@ -86,26 +87,30 @@ pub(super) async fn publish(
         raw.extend_from_slice(&chunk);
     }
 
-    let PublishRequest {
-        users,
-        batch,
-        payload,
-    } = PublishRequest::parse(&raw, limits.max_notification_bytes, limits.max_batch_users)?;
+    let request =
+        PublishRequest::parse(&raw, limits.max_notification_bytes, limits.max_batch_users)?;
 
-    let ids = state
-        .bus
-        .publish(users.clone(), payload, dedupe_key)
-        .await
-        .map_err(|e| match e {
-            BusError::Unavailable => ApiError::BusUnavailable,
-            BusError::Other(e) => {
-                tracing::warn!(error = %e, "publish failed");
-                ApiError::BusUnavailable
+    let ids = match key {
+        None => store(&state, &request, None).await?,
+        Some(key) => {
+            let dedupe = DedupeKey::new(&publisher.name, &key);
+            match state
+                .idempotency
+                .begin(&publisher.name, dedupe, request.digest())
+                .await?
+            {
+                Begin::Done(ids) => ids.to_vec(),
+                Begin::Fresh(reservation) => {
+                    let ids = store(&state, &request, Some(dedupe)).await?;
+                    reservation.complete(&ids);
+                    ids
+                }
             }
-        })?;
-    metrics().published.increment(ids.len() as u64);
+        }
+    };
     tracing::debug!(publisher = %publisher.name, users = ids.len(), "published");
 
+    let PublishRequest { users, batch, .. } = request;
     let answer = if batch {
         let ids: Map<String, Value> = users
             .iter()
@@ -117,6 +122,27 @@ pub(super) async fn publish(
         json!({ "id": ids[0].to_string() })
     };
     Ok(HttpResponse::Accepted().json(answer))
+}
+
+/// Stores the notification for every user of `request`.
+async fn store(
+    state: &AppState,
+    request: &PublishRequest,
+    dedupe: Option<DedupeKey>,
+) -> Result<Vec<EventId>, ApiError> {
+    let ids = state
+        .bus
+        .publish(request.users.clone(), request.payload.clone(), dedupe)
+        .await
+        .map_err(|e| match e {
+            BusError::Unavailable => ApiError::BusUnavailable,
+            BusError::Other(e) => {
+                tracing::warn!(error = %e, "publish failed");
+                ApiError::BusUnavailable
+            }
+        })?;
+    metrics().published.increment(ids.len() as u64);
+    Ok(ids)
 }
 
 /// A publish body, fully validated: nothing is published unless all of it is.
@@ -161,6 +187,14 @@ impl PublishRequest {
             payload: Payload::from_raw(parsed.notification)
                 .map_err(|e| ApiError::BadRequest(e.to_string()))?,
         })
+    }
+
+    /// What this request asks for, whatever the key order of its JSON: a
+    /// retry under the same Idempotency-Key must have the same digest.
+    pub fn digest(&self) -> [u8; 32] {
+        // The payload parsed once already; it cannot fail to parse again.
+        let notification: Value = serde_json::from_slice(&self.payload.bytes()).unwrap_or_default();
+        request_digest(&self.users, self.batch, &notification)
     }
 }
 

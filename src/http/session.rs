@@ -1,9 +1,10 @@
-//! `POST` / `DELETE /api/notifications/session`: set or clear the cookie.
+//! `POST` / `DELETE /api/notifications/session`: set or clear the cookie,
+//! for the node's own pages and the allowed origins only.
 
 use actix_web::cookie::{time, Cookie};
 use actix_web::{web, HttpRequest, HttpResponse};
 
-use super::{bearer, ApiError, AppState};
+use super::{bearer, origin, ApiError, AppState};
 use crate::auth::now_unix;
 use crate::metrics::metrics;
 use crate::session::{COOKIE_NAME, COOKIE_PATH};
@@ -14,6 +15,7 @@ pub(super) async fn open(
     req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    origin::check_cookie_origin(&req, &state.limits.cookie_origins)?;
     let token = bearer(&req).unwrap_or_default();
     let user_token = state
         .auth
@@ -26,10 +28,14 @@ pub(super) async fn open(
 }
 
 /// Clears the cookie. Streams already open run to their token's expiry.
-pub(super) async fn close(state: web::Data<AppState>) -> HttpResponse {
-    HttpResponse::NoContent()
+pub(super) async fn close(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    origin::check_cookie_origin(&req, &state.limits.cookie_origins)?;
+    Ok(HttpResponse::NoContent()
         .cookie(cookie(&state, String::new(), 0))
-        .finish()
+        .finish())
 }
 
 fn cookie(state: &AppState, value: String, max_age_seconds: i64) -> Cookie<'static> {

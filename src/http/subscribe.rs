@@ -14,7 +14,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 
 use super::refusal::{accepts_event_stream, Refusal};
-use super::{bearer, ApiError, AppState};
+use super::{bearer, origin, ApiError, AppState};
 use crate::event::EventId;
 use crate::frame_queue::{self, FrameReceiver};
 use crate::metrics::{metrics, RejectReason};
@@ -83,6 +83,7 @@ pub(super) async fn subscribe(
     req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    origin::check_cookie_subscribe(&req, &state.limits.cookie_origins)?;
     let query = web::Query::<SubscribeQuery>::from_query(req.query_string())
         .map_err(|e| ApiError::BadRequest(format!("bad query string: {e}")))?
         .into_inner();

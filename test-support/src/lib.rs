@@ -93,6 +93,18 @@ macro_rules! node_helpers {
                 .await
         }
 
+        /// Like `spawn_app_raw`, the binary started through `wrapper` (a
+        /// command that ends by running its arguments, e.g. `prlimit … --`).
+        #[allow(dead_code)]
+        pub async fn spawn_app_under(wrapper: &[&str], envs: &[(&str, &str)]) -> $crate::TestApp {
+            $crate::Node::builder($crate::bin!())
+                .no_secret()
+                .under(wrapper)
+                .envs(envs)
+                .spawn()
+                .await
+        }
+
         /// Starts the binary with exactly these settings, without waiting
         /// for it to listen.
         #[allow(dead_code)]

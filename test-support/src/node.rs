@@ -19,6 +19,8 @@ pub struct Node {
     /// The HS256 secret passed as `NOTIFY_JWT_SECRET`; `None` passes none.
     secret: Option<String>,
     envs: Vec<(String, String)>,
+    /// A command the binary runs under (e.g. `prlimit --nofile=1024:2000 --`).
+    wrapper: Vec<String>,
 }
 
 impl Node {
@@ -28,6 +30,7 @@ impl Node {
             bin: bin.into(),
             secret: Some(new_secret()),
             envs: Vec::new(),
+            wrapper: Vec::new(),
         }
     }
 
@@ -57,10 +60,24 @@ impl Node {
         self
     }
 
+    /// Runs the binary through `wrapper`, a command that ends by running its
+    /// arguments (e.g. `["prlimit", "--nofile=1024:2000", "--"]`).
+    pub fn under(mut self, wrapper: &[&str]) -> Node {
+        self.wrapper = wrapper.iter().map(|s| s.to_string()).collect();
+        self
+    }
+
     /// `serve` with `NOTIFY_LISTEN=127.0.0.1:0` and exactly these settings:
     /// nothing `NOTIFY_*` or `RUST_LOG` is inherited from the runner.
     fn command(&self) -> Command {
-        let mut cmd = Command::new(&self.bin);
+        let mut cmd = match self.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg(&self.bin);
+                cmd
+            }
+            None => Command::new(&self.bin),
+        };
         cmd.arg("serve");
         for (k, _) in std::env::vars() {
             if k.starts_with("NOTIFY_") || k == "RUST_LOG" {

@@ -74,6 +74,8 @@ async fn other_invalid_settings_stop_start_up_naming_them() {
         ("NOTIFY_SHUTDOWN_GRACE", "-3s"),
         ("NOTIFY_MAX_CONNECTIONS_PER_USER", "two"),
         ("NOTIFY_LOG_FORMAT", "xml"),
+        ("NOTIFY_IDEMPOTENCY_MAX_BYTES", "100"),
+        ("NOTIFY_COOKIE_SAME_SITE", "sometimes"),
     ] {
         assert_setting_refused(var, value).await;
     }

@@ -9,10 +9,13 @@ mod helpers;
 
 mod auth;
 mod config;
+mod cookie_origin;
 mod cors;
 mod expiry;
+mod idempotency;
 mod idp;
 mod limits;
+mod open_files;
 mod ops;
 mod publish;
 mod resume;

@@ -195,6 +195,7 @@ async fn malformed_publish_bodies_are_refused_with_400_and_publish_nothing() {
         r#"{"notification":{"type":"x"}}"#,
         r#"{"userId":"u1","notification":"text"}"#,
         r#"{"userId":"u1","notification":[{"type":"x"}]}"#,
+        r#"{"userId":"u1","notification":["x","title","message",null]}"#,
         r#"{"userId":"u1","notification":null}"#,
         r#"{"userId":"u1","notification":{}}"#,
         r#"{"userId":"u1","notification":{"type":5}}"#,

@@ -61,7 +61,7 @@ async fn posting_a_session_sets_a_scoped_http_only_secure_cookie_that_expires_wi
     assert_eq!(c.attr("secure"), Some(""));
     assert_eq!(
         c.attr("samesite").map(str::to_ascii_lowercase).as_deref(),
-        Some("none")
+        Some("lax")
     );
     let max_age: u64 = c
         .attr("max-age")

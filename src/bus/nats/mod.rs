@@ -50,6 +50,7 @@ use tokio::sync::oneshot;
 
 use super::{BoxFuture, Bus, BusError, BusMessage, History, Subscription};
 use crate::event::{EventId, Payload};
+use crate::idempotency::DedupeKey;
 use crate::user_id::UserId;
 use provision::EnsureError;
 
@@ -411,9 +412,9 @@ impl Bus for SharedNatsBus {
         &self,
         users: Vec<UserId>,
         payload: Payload,
-        dedupe_key: Option<String>,
+        dedupe: Option<DedupeKey>,
     ) -> BoxFuture<Result<Vec<EventId>, BusError>> {
-        Box::pin(self.0.clone().publish_all(users, payload, dedupe_key))
+        Box::pin(self.0.clone().publish_all(users, payload, dedupe))
     }
 
     fn position(&self, user: UserId) -> BoxFuture<Result<EventId, BusError>> {

@@ -11,6 +11,7 @@ use futures_util::stream::{FuturesOrdered, StreamExt};
 use super::NatsBus;
 use crate::bus::BusError;
 use crate::event::{EventId, Payload};
+use crate::idempotency::DedupeKey;
 use crate::user_id::UserId;
 
 /// How long the HTTP publish path keeps retrying an unacked publish.
@@ -23,12 +24,11 @@ impl NatsBus {
         self: Arc<Self>,
         users: Vec<UserId>,
         payload: Payload,
-        dedupe_key: Option<String>,
+        dedupe: Option<DedupeKey>,
     ) -> Result<Vec<EventId>, BusError> {
         self.streams.get().ok_or(BusError::Unavailable)?;
         // Without a caller's key, a fresh one still makes our own retries idempotent.
-        let key = dedupe_key
-            .unwrap_or_else(|| format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..)));
+        let key = dedupe.unwrap_or_else(DedupeKey::random);
         let deadline = Instant::now() + PUBLISH_DEADLINE;
         let mut ids = Vec::with_capacity(users.len());
         let mut pending = FuturesOrdered::new();
@@ -37,7 +37,7 @@ impl NatsBus {
             while pending.len() < PUBLISH_CONCURRENCY {
                 let Some(user) = users.next() else { break };
                 let subject = self.settings.user_subject(&user);
-                let msg_id = format!("{key}:{}", user.as_str());
+                let msg_id = key.msg_id(&user);
                 pending.push_back(self.publish_acked(subject, msg_id, payload.bytes(), deadline));
             }
             match pending.next().await {
