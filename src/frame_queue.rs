@@ -18,10 +18,16 @@ pub enum OfferError {
     /// The consumer is `capacity` frames behind.
     #[error("the stream's queue is full")]
     Full,
-    /// The consumer (the HTTP body) is gone.
+    /// The consumer (the HTTP body) is gone, or the stream was cut off.
     #[error("the stream is closed")]
     Closed,
 }
+
+/// What the body reads once its stream was cut off: it ends with this error
+/// so that the HTTP layer aborts the stream instead of ending it cleanly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the stream was cut off: its client stopped reading, or its token expired")]
+pub struct CutOff;
 
 struct State {
     frames: VecDeque<Bytes>,
@@ -30,6 +36,8 @@ struct State {
     /// Live `FrameSender`s (a join that is retried holds a clone).
     senders: usize,
     receiver_gone: bool,
+    /// Cut off by the actor: nothing more is queued, the body fails.
+    cut: bool,
 }
 
 struct Shared {
@@ -53,6 +61,7 @@ pub fn channel(capacity: usize) -> (FrameSender, FrameReceiver) {
             waker: None,
             senders: 1,
             receiver_gone: false,
+            cut: false,
         }),
         capacity: capacity.max(1),
     });
@@ -75,7 +84,7 @@ impl FrameSender {
     pub fn offer(&self, frame: Bytes) -> Result<(), OfferError> {
         let waker = {
             let mut state = self.0.lock();
-            if state.receiver_gone {
+            if state.receiver_gone || state.cut {
                 return Err(OfferError::Closed);
             }
             if state.frames.len() >= self.0.capacity {
@@ -89,6 +98,30 @@ impl FrameSender {
             waker.wake();
         }
         Ok(())
+    }
+}
+
+impl FrameSender {
+    /// Whether the body has read everything and waits for the next frame:
+    /// ending the stream now ends it cleanly for a client that reads.
+    pub fn is_caught_up(&self) -> bool {
+        let state = self.0.lock();
+        state.frames.is_empty() && state.waker.is_some()
+    }
+
+    /// Cuts the stream off: the queued frames are freed at once (a body that
+    /// is never polled again keeps none of them) and the body, whenever it
+    /// is polled, fails with [`CutOff`].
+    pub fn cut_off(&self) {
+        let waker = {
+            let mut state = self.0.lock();
+            state.cut = true;
+            state.frames = VecDeque::new();
+            state.waker.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
     }
 }
 
@@ -112,15 +145,19 @@ impl Drop for FrameSender {
 pub struct FrameReceiver(Arc<Shared>);
 
 impl FrameReceiver {
-    /// The next frame; `None` once the sender is gone and the queue is empty.
-    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
+    /// The next frame; `None` once the sender is gone and the queue is
+    /// empty; [`CutOff`] once the stream was cut off.
+    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, CutOff>>> {
         let mut state = self.0.lock();
+        if state.cut {
+            return Poll::Ready(Some(Err(CutOff)));
+        }
         if let Some(frame) = state.frames.pop_front() {
             if state.frames.is_empty() && state.frames.capacity() > self.0.capacity.min(8) {
                 // A burst grew the queue; give the memory back while idle.
                 state.frames = VecDeque::new();
             }
-            return Poll::Ready(Some(frame));
+            return Poll::Ready(Some(Ok(frame)));
         }
         if state.senders == 0 {
             return Poll::Ready(None);
@@ -159,6 +196,7 @@ mod tests {
     fn poll(rx: &mut FrameReceiver, waker: &Arc<CountingWaker>) -> Poll<Option<Bytes>> {
         let waker = Waker::from(waker.clone());
         rx.poll_recv(&mut Context::from_waker(&waker))
+            .map(|frame| frame.map(|f| f.expect("not cut off")))
     }
 
     #[test]
@@ -224,6 +262,25 @@ mod tests {
         assert_eq!(tx.offer(Bytes::from_static(b"y")), Ok(()));
         drop(rx);
         assert_eq!(tx.offer(Bytes::from_static(b"z")), Err(OfferError::Closed));
+    }
+
+    #[test]
+    fn a_cut_off_frees_the_queued_frames_and_fails_the_body() {
+        let (tx, mut rx) = channel(4);
+        let waker = Arc::new(CountingWaker(AtomicUsize::new(0)));
+        assert_eq!(poll(&mut rx, &waker), Poll::Pending);
+        assert!(tx.is_caught_up());
+        tx.offer(Bytes::from_static(b"a")).unwrap();
+        tx.offer(Bytes::from_static(b"b")).unwrap();
+        assert!(!tx.is_caught_up());
+        tx.cut_off();
+        assert_eq!(rx.0.lock().frames.capacity(), 0);
+        assert_eq!(tx.offer(Bytes::from_static(b"c")), Err(OfferError::Closed));
+        let w = Waker::from(waker.clone());
+        assert_eq!(
+            rx.poll_recv(&mut Context::from_waker(&w)),
+            Poll::Ready(Some(Err(CutOff)))
+        );
     }
 
     #[test]

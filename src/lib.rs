@@ -34,6 +34,7 @@ pub mod server;
 pub mod session;
 pub mod shutdown;
 pub mod sink;
+pub mod slots;
 pub mod sse;
 pub mod tls;
 pub mod user;

@@ -2,7 +2,6 @@
 //! stream to the user's actor and return a body that reads its queue.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -15,7 +14,7 @@ use serde::Deserialize;
 
 use super::{bearer, ApiError, AppState};
 use crate::event::EventId;
-use crate::frame_queue::{self, FrameReceiver};
+use crate::frame_queue::{self, CutOff, FrameReceiver};
 use crate::metrics::{metrics, RejectReason};
 use crate::session::COOKIE_NAME;
 use crate::sink::CutOffHandle;
@@ -34,48 +33,6 @@ struct SubscribeQuery {
     token: Option<String>,
     #[serde(rename = "lastEventId")]
     last_event_id: Option<String>,
-}
-
-/// The node-wide cap on open streams (`NOTIFY_MAX_CONNECTIONS`).
-pub struct ConnectionSlots {
-    open: AtomicU32,
-    max: u32,
-}
-
-impl ConnectionSlots {
-    pub fn new(max: u32) -> Arc<Self> {
-        Arc::new(Self {
-            open: AtomicU32::new(0),
-            max,
-        })
-    }
-
-    fn acquire(self: &Arc<Self>) -> Option<Slot> {
-        let taken = self
-            .open
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < self.max).then_some(n + 1)
-            });
-        taken.ok().map(|_| {
-            metrics().connections_open.increment(1.0);
-            Slot(self.clone())
-        })
-    }
-
-    /// Streams open now.
-    pub fn open(&self) -> u32 {
-        self.open.load(Ordering::Acquire)
-    }
-}
-
-/// One taken slot; freed when the stream's body is dropped.
-struct Slot(Arc<ConnectionSlots>);
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.0.open.fetch_sub(1, Ordering::AcqRel);
-        metrics().connections_open.decrement(1.0);
-    }
 }
 
 pub(super) async fn subscribe(
@@ -129,10 +86,8 @@ pub(super) async fn subscribe(
         tx,
         resume_after,
         expires_at: user_token.expires_at,
-        // HTTP/2 streams share a connection with other tabs: never cut it.
-        socket: (req.version() < actix_web::http::Version::HTTP_2)
-            .then(|| req.conn_data::<CutOffHandle>().cloned())
-            .flatten(),
+        connection: req.conn_data::<CutOffHandle>().cloned(),
+        slot: Arc::new(slot),
     };
     let actor = match state.registry.join(&user_token.user, join).await {
         Ok(actor) => actor,
@@ -149,7 +104,6 @@ pub(super) async fn subscribe(
         head: Some(sse::retry(retry)),
         rx,
         leave: Some((actor, sink_id)),
-        _slot: slot,
     };
     Ok(HttpResponse::Ok()
         .insert_header((header::CONTENT_TYPE, "text/event-stream"))
@@ -159,16 +113,18 @@ pub(super) async fn subscribe(
 }
 
 /// The body of one stream: the `retry:` line, then whatever the user's
-/// actor queues, until the actor drops its sender.
+/// actor queues, until the actor drops its sender (a clean end) or cuts the
+/// stream off (an error: HTTP/2 resets the stream). It holds no slot: the
+/// actor's sink does, so a body the HTTP layer never polls again holds
+/// nothing but itself.
 struct SseBody {
     head: Option<Bytes>,
     rx: FrameReceiver,
     leave: Option<(Addr<UserActor>, u64)>,
-    _slot: Slot,
 }
 
 impl MessageBody for SseBody {
-    type Error = std::convert::Infallible;
+    type Error = CutOff;
 
     fn size(&self) -> BodySize {
         BodySize::Stream
@@ -181,7 +137,7 @@ impl MessageBody for SseBody {
         if let Some(head) = self.head.take() {
             return Poll::Ready(Some(Ok(head)));
         }
-        self.rx.poll_recv(cx).map(|frame| frame.map(Ok))
+        self.rx.poll_recv(cx)
     }
 }
 

@@ -151,8 +151,10 @@ where
                                 DispatchError::SendData(err) => {
                                     tracing::warn!("Send data error: {err:?}");
                                 }
+                                // campusbite patch: the stream was reset (a body fails
+                                // when the server gives up on its peer).
                                 DispatchError::ResponseBody(err) => {
-                                    tracing::error!("Response payload stream error: {err:?}");
+                                    tracing::debug!("Response payload stream error: {err:?}");
                                 }
                             }
                         }
@@ -231,9 +233,26 @@ where
 
     let mut body = pin!(body);
 
+    // campusbite patch: while the peer grants no capacity the body is still polled,
+    // one chunk ahead, so that a body that fails (the server gave up on this peer)
+    // resets the stream at once instead of holding it until the connection ends.
+    let mut ahead: Option<Bytes> = None;
+    let mut body_done = false;
+
     // poll response body and send chunks to client
-    while let Some(res) = poll_fn(|cx| body.as_mut().poll_next(cx)).await {
-        let mut chunk = res.map_err(|err| DispatchError::ResponseBody(err.into()))?;
+    loop {
+        let mut chunk = match ahead.take() {
+            Some(chunk) => chunk,
+            None if body_done => break,
+            None => match poll_fn(|cx| body.as_mut().poll_next(cx)).await {
+                Some(Ok(chunk)) => chunk,
+                Some(Err(err)) => {
+                    stream.send_reset(h2::Reason::CANCEL);
+                    return Err(DispatchError::ResponseBody(err.into()));
+                }
+                None => break,
+            },
+        };
 
         'send: loop {
             let chunk_size = cmp::min(chunk.len(), CHUNK_SIZE);
@@ -241,7 +260,31 @@ where
             // reserve enough space and wait for stream ready.
             stream.reserve_capacity(chunk_size);
 
-            match poll_fn(|cx| stream.poll_capacity(cx)).await {
+            let capacity = poll_fn(|cx| {
+                if let Poll::Ready(capacity) = stream.poll_capacity(cx) {
+                    return Poll::Ready(Ok(capacity));
+                }
+                if ahead.is_none() && !body_done {
+                    match body.as_mut().poll_next(cx) {
+                        Poll::Ready(Some(Ok(next))) => ahead = Some(next),
+                        Poll::Ready(Some(Err(err))) => return Poll::Ready(Err(err)),
+                        Poll::Ready(None) => body_done = true,
+                        Poll::Pending => {}
+                    }
+                }
+                Poll::Pending
+            })
+            .await;
+
+            let capacity = match capacity {
+                Ok(capacity) => capacity,
+                Err(err) => {
+                    stream.send_reset(h2::Reason::CANCEL);
+                    return Err(DispatchError::ResponseBody(err.into()));
+                }
+            };
+
+            match capacity {
                 // No capacity left. drop body and return.
                 None => return Ok(()),
 
