@@ -23,12 +23,6 @@ pub enum OfferError {
     Closed,
 }
 
-/// What the body reads once its stream was cut off: it ends with this error
-/// so that the HTTP layer aborts the stream instead of ending it cleanly.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("the stream was cut off: its client stopped reading, or its token expired")]
-pub struct CutOff;
-
 struct State {
     frames: VecDeque<Bytes>,
     /// The body waiting for a frame.
@@ -36,7 +30,7 @@ struct State {
     /// Live `FrameSender`s (a join that is retried holds a clone).
     senders: usize,
     receiver_gone: bool,
-    /// Cut off by the actor: nothing more is queued, the body fails.
+    /// Cut off by the actor: nothing more is queued, the body ends.
     cut: bool,
 }
 
@@ -111,7 +105,7 @@ impl FrameSender {
 
     /// Cuts the stream off: the queued frames are freed at once (a body that
     /// is never polled again keeps none of them) and the body, whenever it
-    /// is polled, fails with [`CutOff`].
+    /// is polled, ends (the connection's cut-off ends the stream itself).
     pub fn cut_off(&self) {
         let waker = {
             let mut state = self.0.lock();
@@ -146,18 +140,18 @@ pub struct FrameReceiver(Arc<Shared>);
 
 impl FrameReceiver {
     /// The next frame; `None` once the sender is gone and the queue is
-    /// empty; [`CutOff`] once the stream was cut off.
-    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, CutOff>>> {
+    /// empty, or once the stream was cut off.
+    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
         let mut state = self.0.lock();
         if state.cut {
-            return Poll::Ready(Some(Err(CutOff)));
+            return Poll::Ready(None);
         }
         if let Some(frame) = state.frames.pop_front() {
             if state.frames.is_empty() && state.frames.capacity() > self.0.capacity.min(8) {
                 // A burst grew the queue; give the memory back while idle.
                 state.frames = VecDeque::new();
             }
-            return Poll::Ready(Some(Ok(frame)));
+            return Poll::Ready(Some(frame));
         }
         if state.senders == 0 {
             return Poll::Ready(None);
@@ -196,7 +190,6 @@ mod tests {
     fn poll(rx: &mut FrameReceiver, waker: &Arc<CountingWaker>) -> Poll<Option<Bytes>> {
         let waker = Waker::from(waker.clone());
         rx.poll_recv(&mut Context::from_waker(&waker))
-            .map(|frame| frame.map(|f| f.expect("not cut off")))
     }
 
     #[test]
@@ -265,7 +258,7 @@ mod tests {
     }
 
     #[test]
-    fn a_cut_off_frees_the_queued_frames_and_fails_the_body() {
+    fn a_cut_off_frees_the_queued_frames_and_ends_the_body() {
         let (tx, mut rx) = channel(4);
         let waker = Arc::new(CountingWaker(AtomicUsize::new(0)));
         assert_eq!(poll(&mut rx, &waker), Poll::Pending);
@@ -276,11 +269,7 @@ mod tests {
         tx.cut_off();
         assert_eq!(rx.0.lock().frames.capacity(), 0);
         assert_eq!(tx.offer(Bytes::from_static(b"c")), Err(OfferError::Closed));
-        let w = Waker::from(waker.clone());
-        assert_eq!(
-            rx.poll_recv(&mut Context::from_waker(&w)),
-            Poll::Ready(Some(Err(CutOff)))
-        );
+        assert_eq!(poll(&mut rx, &waker), Poll::Ready(None));
     }
 
     #[test]

@@ -15,6 +15,12 @@ use std::sync::Arc;
 pub trait SinkCutOff: Send + Sync + 'static {
     /// Cuts the connection off if needed; harmless if it is already gone.
     fn cut_off(&self);
+
+    /// Whether a stream whose body waits for its next frame can still be
+    /// ended cleanly: only where a body waiting means everything before it
+    /// was handed to a connection that moves (not on HTTP/2, where a stream
+    /// with no window keeps one chunk unsent while its body waits).
+    fn can_end_cleanly(&self) -> bool;
 }
 
 /// A shared cut-off handle, as the actor keeps it per stream.

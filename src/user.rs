@@ -180,6 +180,7 @@ impl UserActor {
                         actor.fan_out(event);
                     }
                 }
+                actor.stop_if_idle(ctx);
             }
             Err(e) if attempt < CATCH_UP_ATTEMPTS => {
                 tracing::debug!(error = %e, attempt, "history read for catch-up failed; retrying");
@@ -199,7 +200,7 @@ impl UserActor {
     /// Sends `resume_after`'s missed notifications to one new sink.
     fn replay(&mut self, ctx: &mut Context<Self>, sink_id: u64, after: EventId) {
         let history = self.bus.history(self.user.clone(), after);
-        ctx.wait(history.into_actor(self).map(move |result, actor, _| {
+        ctx.wait(history.into_actor(self).map(move |result, actor, ctx| {
             let history = result.unwrap_or_else(|e| {
                 tracing::warn!(error = %e, "history read for resume failed");
                 // Say so rather than pretend nothing was missed.
@@ -209,6 +210,7 @@ impl UserActor {
                 }
             });
             actor.write_replay(sink_id, &history);
+            actor.stop_if_idle(ctx);
         }));
     }
 
@@ -251,27 +253,27 @@ impl UserActor {
     /// Ends streams whose clients stopped reading: their queue is full, so
     /// ending the body alone would never reach them. Everything the stream
     /// holds is freed at once (queued frames, node slot, per-user slot); the
-    /// body fails whenever it is polled again, and the connection is cut
-    /// where that is what it takes (`sink::SinkCutOff`).
+    /// stream is ended under the body (`sink::SinkCutOff`: the HTTP/2 stream
+    /// reset, the HTTP/1.1 socket shut down).
     fn cut_off(&mut self, ids: &[u64]) {
         for sink in self.sinks.iter().filter(|s| ids.contains(&s.id)) {
-            sink.tx.cut_off();
+            // The connection first: the body may end as soon as its queue is cut.
             if let Some(connection) = &sink.connection {
                 connection.cut_off();
             }
+            sink.tx.cut_off();
         }
         self.close_sinks(ids);
     }
 
     /// Ends a stream whose token expired: cleanly for a client that has
-    /// read everything, cut off like a slow client otherwise.
+    /// read everything, cut off like a slow client otherwise (and always on
+    /// HTTP/2, where that cannot be known).
     fn expire(&mut self, sink_id: u64) {
-        let caught_up = self
-            .sinks
-            .iter()
-            .find(|s| s.id == sink_id)
-            .is_some_and(|s| s.tx.is_caught_up());
-        if caught_up {
+        let clean = self.sinks.iter().find(|s| s.id == sink_id).is_some_and(|s| {
+            s.tx.is_caught_up() && s.connection.as_ref().is_none_or(|c| c.can_end_cleanly())
+        });
+        if clean {
             self.close_sinks(&[sink_id]);
         } else {
             self.cut_off(&[sink_id]);
@@ -431,6 +433,8 @@ impl Handler<BusMessage> for UserActor {
             }
             BusMessage::Resync => self.catch_up(ctx, None, 1),
         }
+        // A cut-off frees the user at once, not when the body goes away.
+        self.stop_if_idle(ctx);
     }
 }
 

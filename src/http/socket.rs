@@ -10,9 +10,12 @@
 //! whole connection has stopped reading (its send buffer is full).
 
 use std::os::fd::{AsRawFd, RawFd};
+use std::sync::Arc;
 
+use actix_http::h2::StreamReset;
 use actix_tls::accept::rustls_0_23::TlsStream;
 use actix_web::rt::net::TcpStream;
+use actix_web::{HttpMessage, HttpRequest};
 
 use crate::sink::{CutOffHandle, SinkCutOff};
 
@@ -71,7 +74,7 @@ impl SocketHandle {
 
     /// The handle as a stream's cut-off, shared by the streams of its connection.
     pub fn into_cut_off(self) -> CutOffHandle {
-        std::sync::Arc::new(self)
+        Arc::new(self)
     }
 }
 
@@ -92,5 +95,42 @@ impl SinkCutOff for SocketHandle {
         unsafe {
             libc::shutdown(self.fd, libc::SHUT_RDWR);
         }
+    }
+
+    fn can_end_cleanly(&self) -> bool {
+        !self.multiplexed && writable(self.fd)
+    }
+}
+
+/// An HTTP/2 stream: reset on its own (its connection carries other tabs),
+/// and its connection cut only when the whole connection stopped reading.
+struct H2Stream {
+    reset: StreamReset,
+    socket: Option<CutOffHandle>,
+}
+
+impl SinkCutOff for H2Stream {
+    fn cut_off(&self) {
+        self.reset.reset();
+        if let Some(socket) = &self.socket {
+            socket.cut_off();
+        }
+    }
+
+    fn can_end_cleanly(&self) -> bool {
+        false
+    }
+}
+
+/// How to cut off the stream of `req`: its HTTP/2 stream (vendor/README.md)
+/// or the socket of its connection.
+pub fn stream_cut_off(req: &HttpRequest) -> Option<CutOffHandle> {
+    let socket = req.conn_data::<CutOffHandle>().cloned();
+    match req.extensions().get::<StreamReset>() {
+        Some(reset) => Some(Arc::new(H2Stream {
+            reset: reset.clone(),
+            socket,
+        })),
+        None => socket,
     }
 }

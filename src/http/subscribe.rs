@@ -12,12 +12,11 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::Bytes;
 use serde::Deserialize;
 
-use super::{bearer, ApiError, AppState};
+use super::{bearer, socket, ApiError, AppState};
 use crate::event::EventId;
-use crate::frame_queue::{self, CutOff, FrameReceiver};
+use crate::frame_queue::{self, FrameReceiver};
 use crate::metrics::{metrics, RejectReason};
 use crate::session::COOKIE_NAME;
-use crate::sink::CutOffHandle;
 use crate::sse;
 use crate::user::{Join, JoinError, Leave, UserActor};
 
@@ -86,7 +85,7 @@ pub(super) async fn subscribe(
         tx,
         resume_after,
         expires_at: user_token.expires_at,
-        connection: req.conn_data::<CutOffHandle>().cloned(),
+        connection: socket::stream_cut_off(&req),
         slot: Arc::new(slot),
     };
     let actor = match state.registry.join(&user_token.user, join).await {
@@ -113,8 +112,8 @@ pub(super) async fn subscribe(
 }
 
 /// The body of one stream: the `retry:` line, then whatever the user's
-/// actor queues, until the actor drops its sender (a clean end) or cuts the
-/// stream off (an error: HTTP/2 resets the stream). It holds no slot: the
+/// actor queues, until the actor drops its sender or cuts the stream off
+/// (the connection's cut-off then ends the stream itself). It holds no slot: the
 /// actor's sink does, so a body the HTTP layer never polls again holds
 /// nothing but itself.
 struct SseBody {
@@ -124,7 +123,7 @@ struct SseBody {
 }
 
 impl MessageBody for SseBody {
-    type Error = CutOff;
+    type Error = std::convert::Infallible;
 
     fn size(&self) -> BodySize {
         BodySize::Stream
@@ -137,7 +136,7 @@ impl MessageBody for SseBody {
         if let Some(head) = self.head.take() {
             return Poll::Ready(Some(Ok(head)));
         }
-        self.rx.poll_recv(cx)
+        self.rx.poll_recv(cx).map(|frame| frame.map(Ok))
     }
 }
 

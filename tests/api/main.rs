@@ -15,4 +15,5 @@ mod resume;
 mod session;
 mod shutdown;
 mod slow_client;
+mod tls;
 mod subscribe;

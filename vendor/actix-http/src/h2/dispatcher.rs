@@ -28,10 +28,49 @@ use crate::{
         HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, DATE, TRANSFER_ENCODING, UPGRADE,
     },
     service::HttpFlow,
-    Extensions, Method, OnConnectData, Payload, Request, Response, ResponseHead,
+    Extensions, HttpMessage as _, Method, OnConnectData, Payload, Request, Response, ResponseHead,
 };
 
 const CHUNK_SIZE: usize = 16_384;
+
+/// campusbite patch: resets one HTTP/2 stream from anywhere (any thread), without
+/// touching the connection it shares with other streams. The dispatcher puts one in
+/// every request's extensions; it also acts while the stream waits for window
+/// capacity that a peer which stopped reading never grants.
+#[derive(Clone, Default)]
+pub struct StreamReset(std::sync::Arc<StreamResetInner>);
+
+#[derive(Default)]
+struct StreamResetInner {
+    reset: std::sync::atomic::AtomicBool,
+    waker: std::sync::Mutex<Option<std::task::Waker>>,
+}
+
+impl StreamReset {
+    /// Resets the stream (RST_STREAM with CANCEL) as soon as its task runs.
+    pub fn reset(&self) {
+        self.0.reset.store(true, std::sync::atomic::Ordering::Release);
+        let waker = self.0.waker.lock().map(|mut w| w.take()).unwrap_or(None);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    fn is_reset(&self) -> bool {
+        self.0.reset.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn poll_reset(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if let Ok(mut waker) = self.0.waker.lock() {
+            *waker = Some(cx.waker().clone());
+        }
+        if self.is_reset() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+}
 
 pin_project! {
     /// Dispatcher for HTTP/2 protocol.
@@ -128,6 +167,10 @@ where
 
                     req.conn_data.clone_from(&this.conn_data);
 
+                    // campusbite patch
+                    let reset = StreamReset::default();
+                    req.extensions_mut().insert(reset.clone());
+
                     let fut = this.flow.service.call(req);
                     let config = this.config.clone();
 
@@ -135,10 +178,10 @@ where
                     tokio::task::spawn_local(async move {
                         // resolve service call and send response.
                         let res = match fut.await {
-                            Ok(res) => handle_response(res.into(), tx, config, head_req).await,
+                            Ok(res) => handle_response(res.into(), tx, config, head_req, reset).await,
                             Err(err) => {
                                 let res: Response<BoxBody> = err.into();
-                                handle_response(res, tx, config, head_req).await
+                                handle_response(res, tx, config, head_req, reset).await
                             }
                         };
 
@@ -151,10 +194,8 @@ where
                                 DispatchError::SendData(err) => {
                                     tracing::warn!("Send data error: {err:?}");
                                 }
-                                // campusbite patch: the stream was reset (a body fails
-                                // when the server gives up on its peer).
                                 DispatchError::ResponseBody(err) => {
-                                    tracing::debug!("Response payload stream error: {err:?}");
+                                    tracing::error!("Response payload stream error: {err:?}");
                                 }
                             }
                         }
@@ -211,6 +252,7 @@ async fn handle_response<B>(
     mut tx: SendResponse<Bytes>,
     config: ServiceConfig,
     head_req: bool,
+    reset: StreamReset,
 ) -> Result<(), DispatchError>
 where
     B: MessageBody,
@@ -233,26 +275,16 @@ where
 
     let mut body = pin!(body);
 
-    // campusbite patch: while the peer grants no capacity the body is still polled,
-    // one chunk ahead, so that a body that fails (the server gave up on this peer)
-    // resets the stream at once instead of holding it until the connection ends.
-    let mut ahead: Option<Bytes> = None;
-    let mut body_done = false;
-
     // poll response body and send chunks to client
-    loop {
-        let mut chunk = match ahead.take() {
-            Some(chunk) => chunk,
-            None if body_done => break,
-            None => match poll_fn(|cx| body.as_mut().poll_next(cx)).await {
-                Some(Ok(chunk)) => chunk,
-                Some(Err(err)) => {
-                    stream.send_reset(h2::Reason::CANCEL);
-                    return Err(DispatchError::ResponseBody(err.into()));
-                }
-                None => break,
-            },
-        };
+    // campusbite patch: a reset ends the stream whether it waits for its body or
+    // for window capacity.
+    while let Some(res) = poll_fn(|cx| match reset.poll_reset(cx) {
+        Poll::Ready(()) => Poll::Ready(None),
+        Poll::Pending => body.as_mut().poll_next(cx),
+    })
+    .await
+    {
+        let mut chunk = res.map_err(|err| DispatchError::ResponseBody(err.into()))?;
 
         'send: loop {
             let chunk_size = cmp::min(chunk.len(), CHUNK_SIZE);
@@ -260,33 +292,19 @@ where
             // reserve enough space and wait for stream ready.
             stream.reserve_capacity(chunk_size);
 
-            let capacity = poll_fn(|cx| {
-                if let Poll::Ready(capacity) = stream.poll_capacity(cx) {
-                    return Poll::Ready(Ok(capacity));
-                }
-                if ahead.is_none() && !body_done {
-                    match body.as_mut().poll_next(cx) {
-                        Poll::Ready(Some(Ok(next))) => ahead = Some(next),
-                        Poll::Ready(Some(Err(err))) => return Poll::Ready(Err(err)),
-                        Poll::Ready(None) => body_done = true,
-                        Poll::Pending => {}
-                    }
-                }
-                Poll::Pending
+            match poll_fn(|cx| match reset.poll_reset(cx) {
+                Poll::Ready(()) => Poll::Ready(None),
+                Poll::Pending => stream.poll_capacity(cx),
             })
-            .await;
-
-            let capacity = match capacity {
-                Ok(capacity) => capacity,
-                Err(err) => {
-                    stream.send_reset(h2::Reason::CANCEL);
-                    return Err(DispatchError::ResponseBody(err.into()));
-                }
-            };
-
-            match capacity {
+            .await
+            {
                 // No capacity left. drop body and return.
-                None => return Ok(()),
+                None if !reset.is_reset() => return Ok(()),
+                // campusbite patch
+                None => {
+                    stream.send_reset(h2::Reason::CANCEL);
+                    return Ok(());
+                }
 
                 Some(Err(err)) => return Err(DispatchError::SendData(err)),
 
@@ -306,6 +324,12 @@ where
                 }
             }
         }
+    }
+
+    // campusbite patch
+    if reset.is_reset() {
+        stream.send_reset(h2::Reason::CANCEL);
+        return Ok(());
     }
 
     // response body streaming finished. send end of stream and return.

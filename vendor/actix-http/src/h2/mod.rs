@@ -23,7 +23,10 @@ use crate::{
 mod dispatcher;
 mod service;
 
-pub use self::{dispatcher::Dispatcher, service::H2Service};
+pub use self::{
+    dispatcher::{Dispatcher, StreamReset},
+    service::H2Service,
+};
 
 /// HTTP/2 peer stream.
 pub struct Payload {
