@@ -8,6 +8,7 @@ mod auth;
 mod config;
 mod cors;
 mod expiry;
+mod http2;
 mod limits;
 mod ops;
 mod publish;

@@ -94,7 +94,7 @@ async fn a_client_that_stops_reading_is_dropped_while_others_get_everything_and_
 
 /// Reads `stream` until the server ends it (EOF, an error, or the final
 /// chunk of a chunked body); returns the bytes read.
-async fn read_to_end_of_response(stream: &mut (impl tokio::io::AsyncRead + Unpin)) -> usize {
+pub async fn read_to_end_of_response(stream: &mut (impl tokio::io::AsyncRead + Unpin)) -> usize {
     let deadline = Instant::now() + DEADLINE;
     let mut received = 0usize;
     let mut tail = Vec::new();
@@ -170,7 +170,7 @@ async fn over_tls_a_client_that_stops_reading_is_cut_off_and_every_slot_it_held_
 }
 
 /// The error an HTTP/2 stream's body ends with, if it was reset.
-async fn h2_stream_end(body: &mut h2::RecvStream) -> Option<h2::Reason> {
+pub async fn h2_stream_end(body: &mut h2::RecvStream) -> Option<h2::Reason> {
     let deadline = Instant::now() + DEADLINE;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());

@@ -229,10 +229,14 @@ impl TlsApp {
 
     /// Opens an HTTP/1.1 subscribe stream over TLS whose client never reads.
     pub async fn stopped_h1_reader(&self, user: &str) -> TlsStream<TcpStream> {
+        self.stopped_h1_reader_with(&self.user_token(user)).await
+    }
+
+    /// The same with `token`.
+    pub async fn stopped_h1_reader_with(&self, token: &str) -> TlsStream<TcpStream> {
         let mut tls = self.tls_connect(b"http/1.1", Some(4096)).await;
         let request = format!(
-            "GET {SUBSCRIBE}?token={} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nAccept: text/event-stream\r\n\r\n",
-            self.user_token(user),
+            "GET {SUBSCRIBE}?token={token} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nAccept: text/event-stream\r\n\r\n",
             self.port
         );
         tls.write_all(request.as_bytes()).await.unwrap();

@@ -277,10 +277,15 @@ where
 
     // poll response body and send chunks to client
     // campusbite patch: a reset ends the stream whether it waits for its body or
-    // for window capacity.
-    while let Some(res) = poll_fn(|cx| match reset.poll_reset(cx) {
-        Poll::Ready(()) => Poll::Ready(None),
-        Poll::Pending => body.as_mut().poll_next(cx),
+    // for window capacity; so does the peer's reset (a closed browser tab) while
+    // the body is silent, instead of at the body's next write.
+    let mut ended = false;
+    while let Some(res) = poll_fn(|cx| {
+        if reset.poll_reset(cx).is_ready() || stream.poll_reset(cx).is_ready() {
+            ended = true;
+            return Poll::Ready(None);
+        }
+        body.as_mut().poll_next(cx)
     })
     .await
     {
@@ -327,7 +332,7 @@ where
     }
 
     // campusbite patch
-    if reset.is_reset() {
+    if ended {
         stream.send_reset(h2::Reason::CANCEL);
         return Ok(());
     }
