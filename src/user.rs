@@ -270,9 +270,13 @@ impl UserActor {
     /// read everything, cut off like a slow client otherwise (and always on
     /// HTTP/2, where that cannot be known).
     fn expire(&mut self, sink_id: u64) {
-        let clean = self.sinks.iter().find(|s| s.id == sink_id).is_some_and(|s| {
-            s.tx.is_caught_up() && s.connection.as_ref().is_none_or(|c| c.can_end_cleanly())
-        });
+        let clean = self
+            .sinks
+            .iter()
+            .find(|s| s.id == sink_id)
+            .is_some_and(|s| {
+                s.tx.is_caught_up() && s.connection.as_ref().is_none_or(|c| c.can_end_cleanly())
+            });
         if clean {
             self.close_sinks(&[sink_id]);
         } else {

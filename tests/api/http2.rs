@@ -139,7 +139,10 @@ async fn empty_data_frames_on_open_subscribe_and_publish_streams_are_not_queued(
     flood(&mut conn, &mut body).await;
     let note = json!({"userId": "flood", "notification": note(1)}).to_string();
     body.send_data(Bytes::from(note), true).unwrap();
-    assert_eq!(publish.await.expect("publish answered").status().as_u16(), 202);
+    assert_eq!(
+        publish.await.expect("publish answered").status().as_u16(),
+        202
+    );
 
     let grown = proc_status_kib(app.pid(), "VmHWM").saturating_sub(rss_before);
     assert!(

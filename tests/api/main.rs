@@ -16,5 +16,5 @@ mod resume;
 mod session;
 mod shutdown;
 mod slow_client;
-mod tls;
 mod subscribe;
+mod tls;

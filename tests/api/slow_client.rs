@@ -141,7 +141,10 @@ async fn over_tls_a_client_that_stops_reading_is_cut_off_and_every_slot_it_held_
 
     let big = "x".repeat(32 * 1024);
     for i in 0..300 {
-        let open = app.metrics_tls().await.value_or_zero("notify_connections_open", &[]);
+        let open = app
+            .metrics_tls()
+            .await
+            .value_or_zero("notify_connections_open", &[]);
         if open == 0.0 {
             break;
         }
@@ -186,8 +189,8 @@ pub async fn h2_stream_end(body: &mut h2::RecvStream) -> Option<h2::Reason> {
 }
 
 #[tokio::test]
-async fn over_http2_a_stream_with_no_window_is_reset_and_frees_every_slot_the_connection_lives_on(
-) {
+async fn over_http2_a_stream_with_no_window_is_reset_and_frees_every_slot_the_connection_lives_on()
+{
     let app = tls::spawn_tls_app(&[
         ("NOTIFY_SINK_QUEUE", "4"),
         ("NOTIFY_MAX_CONNECTIONS_PER_USER", "2"),
@@ -198,7 +201,9 @@ async fn over_http2_a_stream_with_no_window_is_reset_and_frees_every_slot_the_co
     let mut stopped = app.h2(0).await;
     let mut bodies = Vec::new();
     for _ in 0..2 {
-        let response = app.h2_subscribe(&mut stopped, &app.user_token("slow")).await;
+        let response = app
+            .h2_subscribe(&mut stopped, &app.user_token("slow"))
+            .await;
         let response = response.expect("response head");
         assert_eq!(response.status().as_u16(), 200);
         bodies.push(response.into_body());
@@ -206,13 +211,18 @@ async fn over_http2_a_stream_with_no_window_is_reset_and_frees_every_slot_the_co
     app.wait_metric_tls("notify_connections_open", |v| v == 2.0)
         .await;
     // Stopped readers hold both of the user's slots: a third stream waits.
-    let refused = app.h2_subscribe(&mut stopped, &app.user_token("slow")).await;
+    let refused = app
+        .h2_subscribe(&mut stopped, &app.user_token("slow"))
+        .await;
     assert_eq!(refused.unwrap().status().as_u16(), 429);
     let rss_before = proc_status_kib(app.pid(), "VmRSS");
 
     let big = "x".repeat(32 * 1024);
     for i in 0..300 {
-        let open = app.metrics_tls().await.value_or_zero("notify_connections_open", &[]);
+        let open = app
+            .metrics_tls()
+            .await
+            .value_or_zero("notify_connections_open", &[]);
         if open == 0.0 {
             break;
         }
@@ -234,7 +244,9 @@ async fn over_http2_a_stream_with_no_window_is_reset_and_frees_every_slot_the_co
     // Only the streams were ended: the connection takes a new one, and the
     // user's slots are free again.
     // (Kept until the end: dropping it would cancel the stream.)
-    let admitted = app.h2_subscribe(&mut stopped, &app.user_token("slow")).await;
+    let admitted = app
+        .h2_subscribe(&mut stopped, &app.user_token("slow"))
+        .await;
     let admitted = admitted.unwrap();
     assert_eq!(admitted.status().as_u16(), 200);
     app.wait_metric_tls("notify_connections_open", |v| v == 1.0)

@@ -84,7 +84,12 @@ impl H2 {
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
-        let mut send = self.send.clone().ready().await.expect("h2 connection ready");
+        let mut send = self
+            .send
+            .clone()
+            .ready()
+            .await
+            .expect("h2 connection ready");
         send.send_request(req.body(()).unwrap(), !open)
             .expect("send h2 request")
     }
