@@ -10,7 +10,7 @@ COPY . .
 # builds (BuildKit); the binary is copied out of the cached target dir.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked \
+    cargo build --release --locked -p campusbite-notify --bin campusbite-notify \
  && install -D -m 0755 target/release/campusbite-notify /out/campusbite-notify
 
 # Run stage: glibc + libgcc + CA certificates, no shell, no package manager,

@@ -2,8 +2,10 @@
 # Shared by the bench/ scenarios (sourced, not run).
 #
 # Environment:
-#   NOTIFY_BIN      binary to use (default: target/release, built if needed;
+#   NOTIFY_BIN      server binary to use (default: target/release, built if needed;
 #                   BENCH_PROFILE=debug uses target/debug)
+#   LOADGEN_BIN     load generator binary (default: campusbite-loadgen of the
+#                   same profile, built from loadgen/ if needed)
 #   SERVER_CORE     core for the server(s)  (default 0)
 #   LOADGEN_CORE    core for the load generator (default 1)
 #   SOURCE_IPS      loopback source range for streams (default 127.0.0.2-127.0.0.20)
@@ -49,19 +51,30 @@ pin_to() {
 }
 
 bench_binary() {
+  local profile=${BENCH_PROFILE:-release} flag=--release
+  [ "$profile" = debug ] && flag=
   if [ -n "${NOTIFY_BIN:-}" ]; then
     BIN=$NOTIFY_BIN
-  elif [ "${BENCH_PROFILE:-release}" = debug ]; then
-    (cd "$bench_root" && cargo build --quiet --bin campusbite-notify) >&2
+  elif [ "$profile" = debug ]; then
+    (cd "$bench_root" && cargo build --quiet -p campusbite-notify --bin campusbite-notify) >&2
     BIN=$bench_root/target/debug/campusbite-notify
   else
-    (cd "$bench_root" && cargo build --quiet --release --bin campusbite-notify) >&2 ||
+    (cd "$bench_root" && cargo build --quiet --release -p campusbite-notify --bin campusbite-notify) >&2 ||
       { [ -x "$bench_root/target/release/campusbite-notify" ] &&
         log "warning: release build failed; using the existing binary"; }
     BIN=$bench_root/target/release/campusbite-notify
   fi
   [ -x "$BIN" ] || { echo "no binary at $BIN" >&2; exit 2; }
-  export BIN
+  # The load generator is its own crate (loadgen/), built from this tree
+  # whatever server binary is measured.
+  if [ -z "${LOADGEN_BIN:-}" ]; then
+    (cd "$bench_root" && cargo build --quiet $flag -p campusbite-loadgen --bin campusbite-loadgen) >&2 ||
+      { [ -x "$bench_root/target/$profile/campusbite-loadgen" ] &&
+        log "warning: load generator build failed; using the existing binary"; }
+    LOADGEN_BIN=$bench_root/target/$profile/campusbite-loadgen
+  fi
+  [ -x "$LOADGEN_BIN" ] || { echo "no load generator at $LOADGEN_BIN" >&2; exit 2; }
+  export BIN LOADGEN_BIN
 }
 
 free_port() {
@@ -169,7 +182,7 @@ loadgen() {
   local name=$1 rc=0
   shift
   pin_to "$LOADGEN_CORE"
-  "${PIN[@]}" "$BIN" loadgen --label "$name" "$@" >"$BENCH_OUT/$name.json" \
+  "${PIN[@]}" "$LOADGEN_BIN" --label "$name" "$@" >"$BENCH_OUT/$name.json" \
     2>"$BENCH_OUT/$name.log" || rc=$?
   cat "$BENCH_OUT/$name.json"
   return $rc

@@ -29,7 +29,6 @@ fn main() -> ExitCode {
         }
         Command::Token(args) => cli::token::run(&args),
         Command::Publish(args) => cli::publish::run(&args),
-        Command::Loadgen(args) => campusbite_notify::loadgen::run(*args),
     }
 }
 

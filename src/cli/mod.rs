@@ -27,8 +27,6 @@ pub enum Command {
     Token(token::TokenArgs),
     /// Publish a test notification to users over HTTP.
     Publish(publish::PublishArgs),
-    /// Generate load: open SSE streams, publish, measure.
-    Loadgen(Box<crate::loadgen::LoadgenArgs>),
 }
 
 /// Prints a parse error as one line naming the setting's environment variable

@@ -1,4 +1,4 @@
-//! Black-box tests of `campusbite-notify serve` (issue 2, CONTRACT.md §1–§4):
+//! Black-box tests of `campusbite-notify serve` (docs/protocol.md §1–§4):
 //! every test starts the real binary on a free port and speaks HTTP and
 //! Server-Sent Events to it.
 

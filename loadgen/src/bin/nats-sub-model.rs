@@ -1,10 +1,10 @@
 //! The live path's subscription unit, modelled with plain async-nats
 //! clients (no gateway): which costs the NATS cluster less at scale, one
-//! core subscription per online user per node (what src/bus/nats.rs does)
+//! core subscription per online user per node (what src/bus/nats/live.rs does)
 //! or one wildcard subscription per node that the node filters locally?
 //!
-//! `bench/nats-sub-model` runs it (build: `cargo build --release --example
-//! nats-sub-model`). One process plays NODES gateway nodes (one NATS
+//! `bench/nats-sub-model` runs it (build: `cargo build --release -p
+//! campusbite-loadgen --bin nats-sub-model`). One process plays NODES gateway nodes (one NATS
 //! connection each, spread over the servers) and a publisher that plays the
 //! stream leader's RePublish: core publishes to `<prefix>.live.<user>`.
 //! User `u`'s tab `t` is on node `(u·TABS + t) mod NODES`.

@@ -1,4 +1,4 @@
-//! `campusbite-notify loadgen`: open SSE streams, publish at a fixed offered
+//! `campusbite-loadgen`: open SSE streams, publish at a fixed offered
 //! rate, measure delivery, loss, duplicates, latency and the server's cost.
 //!
 //! Raw HTTP/1.1 over tokio TCP (no HTTP client crate), so the generator's own
@@ -30,7 +30,7 @@ use self::net::Target;
 use self::publish::{PublishPlan, PublishStats, Via};
 use self::stats::{latency_summary, round, Samples};
 use self::sub::{Plan, Shared, StreamSpec};
-use crate::cli::token::{mint, TokenArgs};
+use campusbite_notify::cli::token::{mint, TokenArgs};
 
 /// Which server is under test.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
