@@ -93,8 +93,11 @@ async fn a_client_that_stops_reading_is_dropped_while_others_get_everything_and_
 }
 
 /// Reads `stream` until the server ends it (EOF, an error, or the final
-/// chunk of a chunked body); returns the bytes read.
-pub async fn read_to_end_of_response(stream: &mut (impl tokio::io::AsyncRead + Unpin)) -> usize {
+/// chunk of a chunked body); returns the bytes read and whether the body
+/// ended cleanly (its final chunk) rather than with the connection.
+pub async fn read_to_end_of_response(
+    stream: &mut (impl tokio::io::AsyncRead + Unpin),
+) -> (usize, bool) {
     let deadline = Instant::now() + DEADLINE;
     let mut received = 0usize;
     let mut tail = Vec::new();
@@ -103,14 +106,14 @@ pub async fn read_to_end_of_response(stream: &mut (impl tokio::io::AsyncRead + U
         let left = deadline.saturating_duration_since(Instant::now());
         match tokio::time::timeout(left, stream.read(&mut buf)).await {
             Err(_) => panic!("stream still open after reading {received} bytes"),
-            Ok(Ok(0)) | Ok(Err(_)) => return received,
+            Ok(Ok(0)) | Ok(Err(_)) => return (received, false),
             Ok(Ok(n)) => {
                 received += n;
                 tail.extend_from_slice(&buf[..n]);
                 let keep = tail.len().saturating_sub(16);
                 tail.drain(..keep);
                 if tail.ends_with(b"\r\n0\r\n\r\n") {
-                    return received;
+                    return (received, true);
                 }
             }
         }
@@ -167,8 +170,10 @@ async fn over_tls_a_client_that_stops_reading_is_cut_off_and_every_slot_it_held_
     assert_eq!(admitted.status().as_u16(), 200);
     app.wait_metric_tls("notify_connections_open", |v| v == 1.0)
         .await;
-    // And the cut-off connection is over.
-    let received = read_to_end_of_response(&mut slow).await;
+    // And the cut-off connection is over: its socket was shut down (the
+    // body did not end cleanly), after far less than was published.
+    let (received, clean) = read_to_end_of_response(&mut slow).await;
+    assert!(!clean, "the TLS connection was not cut off");
     assert!(received < 300 * 32 * 1024, "{received} bytes were buffered");
 }
 
