@@ -5,9 +5,10 @@
 //! its connection forever. On a connection that carries one stream at a
 //! time (HTTP/1.1, plain or TLS) shutting the TCP socket down makes the
 //! next write fail and the connection end at once. An HTTP/2 connection is
-//! shared by other tabs: its stream is reset by the HTTP layer when the cut
-//! body fails (vendor/README.md), and the socket is only shut down when the
-//! whole connection has stopped reading (its send buffer is full).
+//! shared by other tabs: only its stream is reset, through the reset handle
+//! the HTTP/2 dispatcher puts in each request (`actix_http::h2::StreamReset`,
+//! vendor/README.md), and the socket is shut down only when the whole
+//! connection has stopped reading (its send buffer is full).
 
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
