@@ -18,7 +18,7 @@ pub enum OfferError {
     /// The consumer is `capacity` frames behind.
     #[error("the stream's queue is full")]
     Full,
-    /// The consumer (the HTTP body) is gone.
+    /// The consumer (the HTTP body) is gone, or the stream was cut off.
     #[error("the stream is closed")]
     Closed,
 }
@@ -30,6 +30,8 @@ struct State {
     /// Live `FrameSender`s (a join that is retried holds a clone).
     senders: usize,
     receiver_gone: bool,
+    /// Cut off by the actor: nothing more is queued, the body ends.
+    cut: bool,
 }
 
 struct Shared {
@@ -53,6 +55,7 @@ pub fn channel(capacity: usize) -> (FrameSender, FrameReceiver) {
             waker: None,
             senders: 1,
             receiver_gone: false,
+            cut: false,
         }),
         capacity: capacity.max(1),
     });
@@ -75,7 +78,7 @@ impl FrameSender {
     pub fn offer(&self, frame: Bytes) -> Result<(), OfferError> {
         let waker = {
             let mut state = self.0.lock();
-            if state.receiver_gone {
+            if state.receiver_gone || state.cut {
                 return Err(OfferError::Closed);
             }
             if state.frames.len() >= self.0.capacity {
@@ -89,6 +92,30 @@ impl FrameSender {
             waker.wake();
         }
         Ok(())
+    }
+}
+
+impl FrameSender {
+    /// Whether the body has read everything and waits for the next frame:
+    /// ending the stream now ends it cleanly for a client that reads.
+    pub fn is_caught_up(&self) -> bool {
+        let state = self.0.lock();
+        state.frames.is_empty() && state.waker.is_some()
+    }
+
+    /// Cuts the stream off: the queued frames are freed at once (a body that
+    /// is never polled again keeps none of them) and the body, whenever it
+    /// is polled, ends (the connection's cut-off ends the stream itself).
+    pub fn cut_off(&self) {
+        let waker = {
+            let mut state = self.0.lock();
+            state.cut = true;
+            state.frames = VecDeque::new();
+            state.waker.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
     }
 }
 
@@ -112,9 +139,13 @@ impl Drop for FrameSender {
 pub struct FrameReceiver(Arc<Shared>);
 
 impl FrameReceiver {
-    /// The next frame; `None` once the sender is gone and the queue is empty.
+    /// The next frame; `None` once the sender is gone and the queue is
+    /// empty, or once the stream was cut off.
     pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
         let mut state = self.0.lock();
+        if state.cut {
+            return Poll::Ready(None);
+        }
         if let Some(frame) = state.frames.pop_front() {
             if state.frames.is_empty() && state.frames.capacity() > self.0.capacity.min(8) {
                 // A burst grew the queue; give the memory back while idle.
@@ -224,6 +255,21 @@ mod tests {
         assert_eq!(tx.offer(Bytes::from_static(b"y")), Ok(()));
         drop(rx);
         assert_eq!(tx.offer(Bytes::from_static(b"z")), Err(OfferError::Closed));
+    }
+
+    #[test]
+    fn a_cut_off_frees_the_queued_frames_and_ends_the_body() {
+        let (tx, mut rx) = channel(4);
+        let waker = Arc::new(CountingWaker(AtomicUsize::new(0)));
+        assert_eq!(poll(&mut rx, &waker), Poll::Pending);
+        assert!(tx.is_caught_up());
+        tx.offer(Bytes::from_static(b"a")).unwrap();
+        tx.offer(Bytes::from_static(b"b")).unwrap();
+        assert!(!tx.is_caught_up());
+        tx.cut_off();
+        assert_eq!(rx.0.lock().frames.capacity(), 0);
+        assert_eq!(tx.offer(Bytes::from_static(b"c")), Err(OfferError::Closed));
+        assert_eq!(poll(&mut rx, &waker), Poll::Ready(None));
     }
 
     #[test]

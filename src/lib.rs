@@ -25,11 +25,12 @@
 //!   user's streams, replays history for resuming streams, repairs gaps, and
 //!   cuts off clients that cannot keep up through [`sink`] (a trait the HTTP
 //!   edge implements). Each stream's HTTP body reads its frames from a small
-//!   bounded [`frame_queue`].
+//!   bounded [`frame_queue`]; the stream's node slot ([`slots`]) is held by
+//!   the actor too, so a cut-off frees everything at once.
 //! - [`shutdown`] drains; [`metrics`] declares every series; [`cli`] holds
 //!   the command line and its tools (`token`, `publish`).
 //!
-//! Dependencies point one way (http -> registry -> user -> sink/frame_queue;
+//! Dependencies point one way (http -> registry -> user -> sink/frame_queue/slots;
 //! bus -> event/sse; everything -> config/metrics); `scripts/check-imports`
 //! checks that no import cycle exists.
 
@@ -48,6 +49,7 @@ pub mod server;
 pub mod session;
 pub mod shutdown;
 pub mod sink;
+pub mod slots;
 pub mod sse;
 pub mod tls;
 pub mod user;

@@ -21,11 +21,12 @@ use crate::bus::nats::{
 };
 use crate::bus::Bus;
 use crate::config::{ConfigError, ServeConfig};
-use crate::http::{self, ApiLimits, AppState, ConnectionSlots, SocketHandle};
+use crate::http::{self, ApiLimits, AppState, SocketHandle};
 use crate::idempotency::IdempotencyCache;
 use crate::open_files;
 use crate::registry::Registry;
 use crate::shutdown::{self, Lifecycle};
+use crate::slots::ConnectionSlots;
 use crate::user::StreamPolicy;
 
 /// Why the server could not start (or had to stop).
@@ -207,11 +208,10 @@ impl Application {
                 .wrap(middleware::DefaultHeaders::new().add(("X-Content-Type-Options", "nosniff")))
                 .configure(http::configure)
         })
+        // Every transport (plain, TLS, HTTP/2) gets the handle that cuts
+        // off a client that stops reading.
         .on_connect(|connection, data| {
-            if let Some(handle) = connection
-                .downcast_ref::<actix_web::rt::net::TcpStream>()
-                .and_then(SocketHandle::of)
-            {
+            if let Some(handle) = SocketHandle::of(connection) {
                 data.insert(handle.into_cut_off());
             }
         })

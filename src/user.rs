@@ -21,6 +21,7 @@ use crate::event::{Event, EventId};
 use crate::frame_queue::{FrameSender, OfferError};
 use crate::metrics::{metrics, DropReason};
 use crate::sink::CutOffHandle;
+use crate::slots::NodeSlot;
 use crate::sse;
 use crate::user_id::UserId;
 
@@ -52,9 +53,11 @@ pub struct Join {
     pub resume_after: Option<EventId>,
     /// The token's `exp` (unix seconds): the stream ends then.
     pub expires_at: u64,
-    /// Cuts off a client that stops reading (none for HTTP/2 streams,
-    /// whose connection other tabs share).
-    pub socket: Option<CutOffHandle>,
+    /// Cuts the connection off under a client that stops reading.
+    pub connection: Option<CutOffHandle>,
+    /// The stream's node slot, held by the sink so that ending the sink
+    /// frees it even if the HTTP layer never drops the body.
+    pub slot: Arc<NodeSlot>,
 }
 
 /// A stream's HTTP body was dropped (the client went away, or it ended).
@@ -85,7 +88,8 @@ struct Sink {
     cursor: EventId,
     /// The token-expiry warning, then the stream's end.
     timer: SpawnHandle,
-    socket: Option<CutOffHandle>,
+    connection: Option<CutOffHandle>,
+    _slot: Arc<NodeSlot>,
 }
 
 enum Outcome {
@@ -176,6 +180,7 @@ impl UserActor {
                         actor.fan_out(event);
                     }
                 }
+                actor.stop_if_idle(ctx);
             }
             Err(e) if attempt < CATCH_UP_ATTEMPTS => {
                 tracing::debug!(error = %e, attempt, "history read for catch-up failed; retrying");
@@ -195,7 +200,7 @@ impl UserActor {
     /// Sends `resume_after`'s missed notifications to one new sink.
     fn replay(&mut self, ctx: &mut Context<Self>, sink_id: u64, after: EventId) {
         let history = self.bus.history(self.user.clone(), after);
-        ctx.wait(history.into_actor(self).map(move |result, actor, _| {
+        ctx.wait(history.into_actor(self).map(move |result, actor, ctx| {
             let history = result.unwrap_or_else(|e| {
                 tracing::warn!(error = %e, "history read for resume failed");
                 // Say so rather than pretend nothing was missed.
@@ -205,6 +210,7 @@ impl UserActor {
                 }
             });
             actor.write_replay(sink_id, &history);
+            actor.stop_if_idle(ctx);
         }));
     }
 
@@ -245,14 +251,37 @@ impl UserActor {
     }
 
     /// Ends streams whose clients stopped reading: their queue is full, so
-    /// ending the body alone would never reach them; the socket is shut down.
+    /// ending the body alone would never reach them. Everything the stream
+    /// holds is freed at once (queued frames, node slot, per-user slot); the
+    /// stream is ended under the body (`sink::SinkCutOff`: the HTTP/2 stream
+    /// reset, the HTTP/1.1 socket shut down).
     fn cut_off(&mut self, ids: &[u64]) {
         for sink in self.sinks.iter().filter(|s| ids.contains(&s.id)) {
-            if let Some(socket) = &sink.socket {
-                socket.cut_off();
+            // The connection first: the body may end as soon as its queue is cut.
+            if let Some(connection) = &sink.connection {
+                connection.cut_off();
             }
+            sink.tx.cut_off();
         }
         self.close_sinks(ids);
+    }
+
+    /// Ends a stream whose token expired: cleanly for a client that has
+    /// read everything, cut off like a slow client otherwise (and always on
+    /// HTTP/2, where that cannot be known).
+    fn expire(&mut self, sink_id: u64) {
+        let clean = self
+            .sinks
+            .iter()
+            .find(|s| s.id == sink_id)
+            .is_some_and(|s| {
+                s.tx.is_caught_up() && s.connection.as_ref().is_none_or(|c| c.can_end_cleanly())
+            });
+        if clean {
+            self.close_sinks(&[sink_id]);
+        } else {
+            self.cut_off(&[sink_id]);
+        }
     }
 
     fn stop_if_idle(&mut self, ctx: &mut Context<Self>) {
@@ -355,7 +384,7 @@ impl Handler<Join> for UserActor {
             };
             let _ = sink.tx.offer(sse::token_expiring(expires_at));
             sink.timer = ctx.run_later(until(expires_at), move |actor, ctx| {
-                actor.close_sinks(&[sink_id]);
+                actor.expire(sink_id);
                 actor.stop_if_idle(ctx);
             });
         });
@@ -366,7 +395,8 @@ impl Handler<Join> for UserActor {
             tx: join.tx,
             cursor: start,
             timer,
-            socket: join.socket,
+            connection: join.connection,
+            _slot: join.slot,
         });
         metrics().connections_total.increment(1);
         if start < self.delivered {
@@ -407,6 +437,8 @@ impl Handler<BusMessage> for UserActor {
             }
             BusMessage::Resync => self.catch_up(ctx, None, 1),
         }
+        // A cut-off frees the user at once, not when the body goes away.
+        self.stop_if_idle(ctx);
     }
 }
 

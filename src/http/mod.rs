@@ -23,13 +23,13 @@ use metrics_exporter_prometheus::PrometheusHandle;
 pub use error::ApiError;
 pub use publish::PublishRequest;
 pub use socket::SocketHandle;
-pub use subscribe::ConnectionSlots;
 
 use crate::auth::Authenticator;
 use crate::bus::Bus;
 use crate::idempotency::IdempotencyCache;
 use crate::registry::Registry;
 use crate::shutdown::Lifecycle;
+use crate::slots::ConnectionSlots;
 
 /// Limits of the HTTP API.
 #[derive(Debug, Clone)]

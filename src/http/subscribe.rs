@@ -2,7 +2,6 @@
 //! stream to the user's actor and return a body that reads its queue.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -14,12 +13,11 @@ use bytes::Bytes;
 use serde::Deserialize;
 
 use super::refusal::{accepts_event_stream, Refusal};
-use super::{bearer, origin, ApiError, AppState};
+use super::{bearer, origin, socket, ApiError, AppState};
 use crate::event::EventId;
 use crate::frame_queue::{self, FrameReceiver};
 use crate::metrics::{metrics, RejectReason};
 use crate::session::COOKIE_NAME;
-use crate::sink::CutOffHandle;
 use crate::sse;
 use crate::user::{Join, JoinError, Leave, UserActor};
 
@@ -35,48 +33,6 @@ struct SubscribeQuery {
     token: Option<String>,
     #[serde(rename = "lastEventId")]
     last_event_id: Option<String>,
-}
-
-/// The node-wide cap on open streams (`NOTIFY_MAX_CONNECTIONS`).
-pub struct ConnectionSlots {
-    open: AtomicU32,
-    max: u32,
-}
-
-impl ConnectionSlots {
-    pub fn new(max: u32) -> Arc<Self> {
-        Arc::new(Self {
-            open: AtomicU32::new(0),
-            max,
-        })
-    }
-
-    fn acquire(self: &Arc<Self>) -> Option<Slot> {
-        let taken = self
-            .open
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < self.max).then_some(n + 1)
-            });
-        taken.ok().map(|_| {
-            metrics().connections_open.increment(1.0);
-            Slot(self.clone())
-        })
-    }
-
-    /// Streams open now.
-    pub fn open(&self) -> u32 {
-        self.open.load(Ordering::Acquire)
-    }
-}
-
-/// One taken slot; freed when the stream's body is dropped.
-struct Slot(Arc<ConnectionSlots>);
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.0.open.fetch_sub(1, Ordering::AcqRel);
-        metrics().connections_open.decrement(1.0);
-    }
 }
 
 pub(super) async fn subscribe(
@@ -143,16 +99,14 @@ pub(super) async fn subscribe(
         tx,
         resume_after,
         expires_at: user_token.expires_at,
-        // HTTP/2 streams share a connection with other tabs: never cut it.
-        socket: (req.version() < actix_web::http::Version::HTTP_2)
-            .then(|| req.conn_data::<CutOffHandle>().cloned())
-            .flatten(),
+        connection: socket::stream_cut_off(&req),
+        slot: Arc::new(slot),
     };
     let actor = match state.registry.join(&user_token.user, join).await {
         Ok(actor) => actor,
         Err(error) => {
-            // A refusal holds no slot while it is answered.
-            drop(slot);
+            // The refused join (and the slot in it) is gone: a refusal holds
+            // no slot while it is answered.
             return match error {
                 JoinError::TooManyForUser => {
                     refuse(RejectReason::PerUserLimit, ApiError::TooManyConnections).await
@@ -169,7 +123,6 @@ pub(super) async fn subscribe(
         head: Some(sse::retry(retry)),
         rx,
         leave: Some((actor, sink_id)),
-        _slot: slot,
     };
     Ok(HttpResponse::Ok()
         .insert_header((header::CONTENT_TYPE, "text/event-stream"))
@@ -179,12 +132,14 @@ pub(super) async fn subscribe(
 }
 
 /// The body of one stream: the `retry:` line, then whatever the user's
-/// actor queues, until the actor drops its sender.
+/// actor queues, until the actor drops its sender or cuts the stream off
+/// (the connection's cut-off then ends the stream itself). It holds no slot: the
+/// actor's sink does, so a body the HTTP layer never polls again holds
+/// nothing but itself.
 struct SseBody {
     head: Option<Bytes>,
     rx: FrameReceiver,
     leave: Option<(Addr<UserActor>, u64)>,
-    _slot: Slot,
 }
 
 impl MessageBody for SseBody {

@@ -28,10 +28,49 @@ use crate::{
         HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, DATE, TRANSFER_ENCODING, UPGRADE,
     },
     service::HttpFlow,
-    Extensions, Method, OnConnectData, Payload, Request, Response, ResponseHead,
+    Extensions, HttpMessage as _, Method, OnConnectData, Payload, Request, Response, ResponseHead,
 };
 
 const CHUNK_SIZE: usize = 16_384;
+
+/// campusbite patch: resets one HTTP/2 stream from anywhere (any thread), without
+/// touching the connection it shares with other streams. The dispatcher puts one in
+/// every request's extensions; it also acts while the stream waits for window
+/// capacity that a peer which stopped reading never grants.
+#[derive(Clone, Default)]
+pub struct StreamReset(std::sync::Arc<StreamResetInner>);
+
+#[derive(Default)]
+struct StreamResetInner {
+    reset: std::sync::atomic::AtomicBool,
+    waker: std::sync::Mutex<Option<std::task::Waker>>,
+}
+
+impl StreamReset {
+    /// Resets the stream (RST_STREAM with CANCEL) as soon as its task runs.
+    pub fn reset(&self) {
+        self.0.reset.store(true, std::sync::atomic::Ordering::Release);
+        let waker = self.0.waker.lock().map(|mut w| w.take()).unwrap_or(None);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    fn is_reset(&self) -> bool {
+        self.0.reset.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn poll_reset(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if let Ok(mut waker) = self.0.waker.lock() {
+            *waker = Some(cx.waker().clone());
+        }
+        if self.is_reset() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+}
 
 pin_project! {
     /// Dispatcher for HTTP/2 protocol.
@@ -128,6 +167,10 @@ where
 
                     req.conn_data.clone_from(&this.conn_data);
 
+                    // campusbite patch
+                    let reset = StreamReset::default();
+                    req.extensions_mut().insert(reset.clone());
+
                     let fut = this.flow.service.call(req);
                     let config = this.config.clone();
 
@@ -135,10 +178,10 @@ where
                     tokio::task::spawn_local(async move {
                         // resolve service call and send response.
                         let res = match fut.await {
-                            Ok(res) => handle_response(res.into(), tx, config, head_req).await,
+                            Ok(res) => handle_response(res.into(), tx, config, head_req, reset).await,
                             Err(err) => {
                                 let res: Response<BoxBody> = err.into();
-                                handle_response(res, tx, config, head_req).await
+                                handle_response(res, tx, config, head_req, reset).await
                             }
                         };
 
@@ -209,6 +252,7 @@ async fn handle_response<B>(
     mut tx: SendResponse<Bytes>,
     config: ServiceConfig,
     head_req: bool,
+    reset: StreamReset,
 ) -> Result<(), DispatchError>
 where
     B: MessageBody,
@@ -232,7 +276,19 @@ where
     let mut body = pin!(body);
 
     // poll response body and send chunks to client
-    while let Some(res) = poll_fn(|cx| body.as_mut().poll_next(cx)).await {
+    // campusbite patch: a reset ends the stream whether it waits for its body or
+    // for window capacity; so does the peer's reset (a closed browser tab) while
+    // the body is silent, instead of at the body's next write.
+    let mut ended = false;
+    while let Some(res) = poll_fn(|cx| {
+        if reset.poll_reset(cx).is_ready() || stream.poll_reset(cx).is_ready() {
+            ended = true;
+            return Poll::Ready(None);
+        }
+        body.as_mut().poll_next(cx)
+    })
+    .await
+    {
         let mut chunk = res.map_err(|err| DispatchError::ResponseBody(err.into()))?;
 
         'send: loop {
@@ -241,9 +297,19 @@ where
             // reserve enough space and wait for stream ready.
             stream.reserve_capacity(chunk_size);
 
-            match poll_fn(|cx| stream.poll_capacity(cx)).await {
+            match poll_fn(|cx| match reset.poll_reset(cx) {
+                Poll::Ready(()) => Poll::Ready(None),
+                Poll::Pending => stream.poll_capacity(cx),
+            })
+            .await
+            {
                 // No capacity left. drop body and return.
-                None => return Ok(()),
+                None if !reset.is_reset() => return Ok(()),
+                // campusbite patch
+                None => {
+                    stream.send_reset(h2::Reason::CANCEL);
+                    return Ok(());
+                }
 
                 Some(Err(err)) => return Err(DispatchError::SendData(err)),
 
@@ -263,6 +329,12 @@ where
                 }
             }
         }
+    }
+
+    // campusbite patch
+    if ended {
+        stream.send_reset(h2::Reason::CANCEL);
+        return Ok(());
     }
 
     // response body streaming finished. send end of stream and return.

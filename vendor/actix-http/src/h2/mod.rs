@@ -23,7 +23,10 @@ use crate::{
 mod dispatcher;
 mod service;
 
-pub use self::{dispatcher::Dispatcher, service::H2Service};
+pub use self::{
+    dispatcher::{Dispatcher, StreamReset},
+    service::H2Service,
+};
 
 /// HTTP/2 peer stream.
 pub struct Payload {
@@ -57,6 +60,12 @@ impl Stream for Payload {
     }
 }
 
+/// campusbite patch: concurrent streams a client may open on one connection.
+const H2_MAX_CONCURRENT_STREAMS: u32 = 128;
+
+/// campusbite patch: largest header list (decoded, RFC 9113 §6.5.2) a client may send.
+const H2_MAX_HEADER_LIST_SIZE: u32 = 16 * 1024;
+
 pub(crate) fn handshake_with_timeout<T>(io: T, config: &ServiceConfig) -> HandshakeWithTimeout<T>
 where
     T: AsyncRead + AsyncWrite + Unpin,
@@ -64,7 +73,11 @@ where
     let mut builder = Builder::new();
     builder
         .initial_window_size(config.h2_initial_window_size())
-        .initial_connection_window_size(config.h2_initial_connection_window_size());
+        .initial_connection_window_size(config.h2_initial_connection_window_size())
+        // campusbite patch: h2's defaults allow unlimited concurrent streams and
+        // 16 MiB header lists per connection.
+        .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
+        .max_header_list_size(H2_MAX_HEADER_LIST_SIZE);
 
     HandshakeWithTimeout {
         handshake: builder.handshake(io),
