@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use crate::helpers::*;
 
 /// Subscribes with `?token=` and expects a 401 `unauthorized` error.
-async fn assert_refused(app: &TestApp, token: &str, why: &str) {
+async fn assert_refused(app: &NodeApi, token: &str, why: &str) {
     let resp = app.subscribe_request(token).send().await.unwrap();
     assert_eq!(
         resp.status().as_u16(),
@@ -21,14 +21,14 @@ async fn assert_refused(app: &TestApp, token: &str, why: &str) {
 }
 
 /// Subscribes with `?token=` and expects a stream.
-async fn assert_accepted(app: &TestApp, token: &str, why: &str) {
+async fn assert_accepted(app: &NodeApi, token: &str, why: &str) {
     let s = SseStream::open(app.subscribe_request(token)).await;
     assert_eq!(s.status.as_u16(), 200, "{why}: token should be accepted");
 }
 
 #[tokio::test]
 async fn a_subscribe_without_any_token_is_refused_with_401() {
-    let app = spawn_app().await;
+    let app = in_process_app().await;
 
     let resp = app.client.get(app.url(SUBSCRIBE)).send().await.unwrap();
 
@@ -37,7 +37,7 @@ async fn a_subscribe_without_any_token_is_refused_with_401() {
 
 #[tokio::test]
 async fn malformed_and_wrongly_signed_tokens_are_refused_with_401() {
-    let app = spawn_app().await;
+    let app = in_process_app().await;
     let claims = json!({"sub": "u1", "exp": now_secs() + 600});
     let good = app.sign(&claims);
     let other_secret = sign_hs256(&random_hex(48), &claims);
@@ -73,7 +73,7 @@ async fn malformed_and_wrongly_signed_tokens_are_refused_with_401() {
 
 #[tokio::test]
 async fn unsigned_and_other_algorithm_tokens_are_refused() {
-    let app = spawn_app().await;
+    let app = in_process_app().await;
     let claims = json!({"sub": "u1", "exp": now_secs() + 600});
     let payload = b64url(claims.to_string().as_bytes());
     let none = |alg: &str| {
@@ -110,7 +110,7 @@ async fn unsigned_and_other_algorithm_tokens_are_refused() {
 
 #[tokio::test]
 async fn an_expired_token_is_refused_with_401() {
-    let app = spawn_app_with(&[("NOTIFY_JWT_LEEWAY", "0s")]).await;
+    let app = in_process_app_with(&[("NOTIFY_JWT_LEEWAY", "0s")]).await;
 
     let expired = app.user_token_exp("u1", now_secs() - 2);
 
@@ -119,7 +119,7 @@ async fn an_expired_token_is_refused_with_401() {
 
 #[tokio::test]
 async fn a_token_expired_within_the_default_leeway_is_accepted_at_connect() {
-    let app = spawn_app().await;
+    let app = in_process_app().await;
 
     let just_expired = app.user_token_exp("u1", now_secs() - 1);
     let long_expired = app.user_token_exp("u1", now_secs() - 30);
@@ -130,7 +130,7 @@ async fn a_token_expired_within_the_default_leeway_is_accepted_at_connect() {
 
 #[tokio::test]
 async fn a_token_without_exp_or_with_a_non_numeric_exp_is_refused() {
-    let app = spawn_app().await;
+    let app = in_process_app().await;
 
     assert_refused(&app, &app.sign(&json!({"sub": "u1"})), "no exp").await;
     assert_refused(
@@ -143,7 +143,7 @@ async fn a_token_without_exp_or_with_a_non_numeric_exp_is_refused() {
 
 #[tokio::test]
 async fn issuer_and_audience_are_required_when_configured() {
-    let app = spawn_app_with(&[
+    let app = in_process_app_with(&[
         ("NOTIFY_JWT_ISSUER", "campusbite-auth"),
         ("NOTIFY_JWT_AUDIENCE", "campusbite-notify"),
     ])
@@ -188,7 +188,7 @@ async fn issuer_and_audience_are_required_when_configured() {
 
 #[tokio::test]
 async fn a_token_whose_subject_is_not_a_valid_user_id_is_refused_with_401() {
-    let app = spawn_app().await;
+    let app = in_process_app().await;
     let exp = now_secs() + 600;
     let long = "x".repeat(257);
 
@@ -263,22 +263,14 @@ async fn public_key_server_accepts_only_its_algorithm(
     key: EncodingKey,
     public: PathBuf,
 ) {
-    let app = spawn_app_raw(&[("NOTIFY_JWT_PUBLIC_KEY_FILE", public.to_str().unwrap())]).await;
+    let app = in_process_app_raw(&[("NOTIFY_JWT_PUBLIC_KEY_FILE", public.to_str().unwrap())]).await;
     let exp = now_secs() + 600;
     let sign = |claims: Value| jsonwebtoken::encode(&Header::new(alg), &claims, &key).unwrap();
     let user = sign(json!({"sub": "u1", "exp": exp}));
     let publisher = sign(json!({"sub": "svc", "exp": exp, "scope": PUBLISH_SCOPE}));
 
     let mut s = app.subscribe_with(app.subscribe_request(&user)).await;
-    let resp = app
-        .client
-        .post(app.url(PUBLISH))
-        .bearer_auth(&publisher)
-        .header("content-type", "application/json")
-        .body(json!({"userId": "u1", "notification": note(1)}).to_string())
-        .send()
-        .await
-        .unwrap();
+    let resp = app.publish_note_as(&publisher, "u1", 1).await;
     assert_eq!(resp.status().as_u16(), 202);
     let id: Value = resp.json().await.unwrap();
     assert_eq!(

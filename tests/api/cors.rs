@@ -12,29 +12,40 @@ fn header(resp: &reqwest::Response, name: &str) -> Option<String> {
         .map(|v| v.to_str().unwrap().to_string())
 }
 
-#[tokio::test]
-async fn a_preflight_from_an_allowed_origin_is_answered_with_credentials_allowed() {
-    let app = spawn_app_with(&[(
-        "NOTIFY_CORS_ORIGINS",
-        "https://other.example,https://app.example",
-    )])
-    .await;
-
-    let resp = app
+/// A subscribe preflight from `origin` (asking for `headers` when given).
+async fn preflight(app: &NodeApi, origin: &str, headers: Option<&str>) -> reqwest::Response {
+    let mut req = app
         .client
         .request(Method::OPTIONS, app.url(SUBSCRIBE))
-        .header("Origin", ORIGIN)
-        .header("Access-Control-Request-Method", "GET")
-        .header("Access-Control-Request-Headers", "last-event-id")
-        .send()
-        .await
-        .unwrap();
+        .header("Origin", origin)
+        .header("Access-Control-Request-Method", "GET");
+    if let Some(headers) = headers {
+        req = req.header("Access-Control-Request-Headers", headers);
+    }
+    req.send().await.expect("preflight request")
+}
 
+/// Like `preflight`, asserting a 2xx answer.
+async fn preflight_ok(app: &NodeApi, origin: &str, headers: Option<&str>) -> reqwest::Response {
+    let resp = preflight(app, origin, headers).await;
     assert!(
         resp.status().is_success(),
         "preflight status {}",
         resp.status()
     );
+    resp
+}
+
+#[tokio::test]
+async fn a_preflight_from_an_allowed_origin_is_answered_with_credentials_allowed() {
+    let app = in_process_app_with(&[(
+        "NOTIFY_CORS_ORIGINS",
+        "https://other.example,https://app.example",
+    )])
+    .await;
+
+    let resp = preflight_ok(&app, ORIGIN, Some("last-event-id")).await;
+
     assert_eq!(
         header(&resp, "access-control-allow-origin").as_deref(),
         Some(ORIGIN)
@@ -57,7 +68,7 @@ async fn a_preflight_from_an_allowed_origin_is_answered_with_credentials_allowed
 
 #[tokio::test]
 async fn a_stream_requested_from_an_allowed_origin_carries_its_cors_headers() {
-    let app = spawn_app_with(&[("NOTIFY_CORS_ORIGINS", ORIGIN)]).await;
+    let app = in_process_app_with(&[("NOTIFY_CORS_ORIGINS", ORIGIN)]).await;
 
     let mut s = app
         .subscribe_with(
@@ -74,22 +85,14 @@ async fn a_stream_requested_from_an_allowed_origin_carries_its_cors_headers() {
         s.header("access-control-allow-credentials").as_deref(),
         Some("true")
     );
-    let id = app.publish_n("u1", 1).await;
-    assert_eq!(s.next_message().await.0, id);
+    app.publish_n_expecting(&mut s, "u1", 1).await;
 }
 
 #[tokio::test]
 async fn an_origin_outside_the_allowlist_gets_no_cors_headers() {
-    let app = spawn_app_with(&[("NOTIFY_CORS_ORIGINS", ORIGIN)]).await;
+    let app = in_process_app_with(&[("NOTIFY_CORS_ORIGINS", ORIGIN)]).await;
 
-    let preflight = app
-        .client
-        .request(Method::OPTIONS, app.url(SUBSCRIBE))
-        .header("Origin", "https://evil.example")
-        .header("Access-Control-Request-Method", "GET")
-        .send()
-        .await
-        .unwrap();
+    let preflight = preflight(&app, "https://evil.example", None).await;
     let get = app
         .subscribe_request(&app.user_token("u1"))
         .header("Origin", "https://evil.example")
@@ -103,22 +106,10 @@ async fn an_origin_outside_the_allowlist_gets_no_cors_headers() {
 
 #[tokio::test]
 async fn a_wildcard_allowlist_admits_any_origin() {
-    let app = spawn_app_with(&[("NOTIFY_CORS_ORIGINS", "*")]).await;
+    let app = in_process_app_with(&[("NOTIFY_CORS_ORIGINS", "*")]).await;
 
-    let resp = app
-        .client
-        .request(Method::OPTIONS, app.url(SUBSCRIBE))
-        .header("Origin", "https://anything.example")
-        .header("Access-Control-Request-Method", "GET")
-        .send()
-        .await
-        .unwrap();
+    let resp = preflight_ok(&app, "https://anything.example", None).await;
 
-    assert!(
-        resp.status().is_success(),
-        "preflight status {}",
-        resp.status()
-    );
     let acao = header(&resp, "access-control-allow-origin");
     assert!(
         acao.as_deref() == Some("https://anything.example") || acao.as_deref() == Some("*"),

@@ -16,7 +16,7 @@ fn unix_now_f64() -> f64 {
 
 #[tokio::test]
 async fn a_stream_warns_at_once_and_ends_cleanly_when_its_token_expires() {
-    let app = spawn_app_with(&[("NOTIFY_JWT_LEEWAY", "0s")]).await;
+    let app = in_process_app_with(&[("NOTIFY_JWT_LEEWAY", "0s")]).await;
     let exp = now_secs() + 3;
     let token = app.user_token_exp("u1", exp);
     let mut s = app.subscribe_with(app.subscribe_request(&token)).await;
@@ -60,7 +60,7 @@ async fn a_stream_warns_at_once_and_ends_cleanly_when_its_token_expires() {
 
 #[tokio::test]
 async fn the_token_expiring_event_comes_the_configured_time_before_expiry() {
-    let app = spawn_app_with(&[
+    let app = in_process_app_with(&[
         ("NOTIFY_JWT_LEEWAY", "0s"),
         ("NOTIFY_TOKEN_EXPIRY_WARNING", "2s"),
     ])
@@ -91,7 +91,7 @@ async fn the_token_expiring_event_comes_the_configured_time_before_expiry() {
 
 #[tokio::test]
 async fn a_cookie_stream_still_ends_at_its_own_expiry_after_the_session_is_renewed() {
-    let app = spawn_app_with(&[("NOTIFY_JWT_LEEWAY", "0s")]).await;
+    let app = in_process_app_with(&[("NOTIFY_JWT_LEEWAY", "0s")]).await;
     let exp = now_secs() + 3;
     let old = app.user_token_exp("u1", exp);
     let mut s = app

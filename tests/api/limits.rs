@@ -23,11 +23,7 @@ async fn a_users_third_stream_is_refused_with_429_when_the_per_user_limit_is_two
     let first = app.subscribe("u1").await;
     let _second = app.subscribe("u1").await;
 
-    let resp = app
-        .subscribe_request(&app.user_token("u1"))
-        .send()
-        .await
-        .unwrap();
+    let resp = app.subscribe_response("u1").await;
     assert_error(resp, 429, "too_many_connections").await;
     let _other_user = app.subscribe("u2").await;
     assert!(
@@ -39,8 +35,7 @@ async fn a_users_third_stream_is_refused_with_429_when_the_per_user_limit_is_two
 
     drop(first);
     let mut again = subscribe_eventually(&app, "u1").await;
-    let id = app.publish_n("u1", 1).await;
-    assert_eq!(again.next_message().await.0, id);
+    app.publish_n_expecting(&mut again, "u1", 1).await;
 }
 
 #[tokio::test]
@@ -49,17 +44,9 @@ async fn any_stream_beyond_the_node_limit_is_refused_with_503_node_full() {
     let first = app.subscribe("u1").await;
     let _second = app.subscribe("u2").await;
 
-    let resp = app
-        .subscribe_request(&app.user_token("u3"))
-        .send()
-        .await
-        .unwrap();
+    let resp = app.subscribe_response("u3").await;
     assert_error(resp, 503, "node_full").await;
-    let resp = app
-        .subscribe_request(&app.user_token("u1"))
-        .send()
-        .await
-        .unwrap();
+    let resp = app.subscribe_response("u1").await;
     assert_error(resp, 503, "node_full").await;
     assert!(
         app.metrics()
@@ -70,6 +57,5 @@ async fn any_stream_beyond_the_node_limit_is_refused_with_503_node_full() {
 
     drop(first);
     let mut again = subscribe_eventually(&app, "u3").await;
-    let id = app.publish_n("u3", 1).await;
-    assert_eq!(again.next_message().await.0, id);
+    app.publish_n_expecting(&mut again, "u3", 1).await;
 }

@@ -1,5 +1,7 @@
 //! Operations endpoints: `/healthz`, `/readyz`, and `/metrics` series that
-//! exist, move with traffic, and never carry a user id or a token.
+//! exist, move with traffic, and never carry a user id or a token. The
+//! metric tests start the binary: the recorder is global to a process, so
+//! in-process nodes' counts would mix.
 
 use serde_json::json;
 
@@ -7,7 +9,7 @@ use crate::helpers::*;
 
 #[tokio::test]
 async fn health_and_readiness_answer_200_on_a_running_node() {
-    let app = spawn_app().await;
+    let app = in_process_app().await;
 
     let health = app.client.get(app.url("/healthz")).send().await.unwrap();
     let ready = app.client.get(app.url("/readyz")).send().await.unwrap();
@@ -235,14 +237,7 @@ async fn no_token_ever_appears_in_the_logs() {
     let publisher = app.publisher_token();
 
     let mut s = app.subscribe_with(app.subscribe_request(&good)).await;
-    app.client
-        .post(app.url(PUBLISH))
-        .bearer_auth(&publisher)
-        .header("content-type", "application/json")
-        .body(json!({"userId": "u1", "notification": note(1)}).to_string())
-        .send()
-        .await
-        .unwrap();
+    app.publish_note_as(&publisher, "u1", 1).await;
     s.next_message().await;
     for bad in [&expired, &wrong] {
         let resp = app.subscribe_request(bad).send().await.unwrap();

@@ -9,7 +9,7 @@ use crate::helpers::*;
 
 /// Checks that nothing reached `s` by publishing a marker and expecting it
 /// to be the very next event.
-async fn assert_nothing_pending(app: &TestApp, s: &mut SseStream, user: &str) {
+async fn assert_nothing_pending(app: &NodeApi, s: &mut SseStream, user: &str) {
     let marker = app.publish(user, &json!({"type": "marker"})).await;
     let e = s.next_event().await;
     assert_eq!(
@@ -22,7 +22,7 @@ async fn assert_nothing_pending(app: &TestApp, s: &mut SseStream, user: &str) {
 
 #[tokio::test]
 async fn a_publish_is_answered_202_with_the_event_id_as_a_decimal_string() {
-    let app = spawn_app().await;
+    let app = in_process_app().await;
 
     let resp = app
         .publish_request(json!({"userId": "u1", "notification": note(1)}).to_string())
@@ -41,7 +41,7 @@ async fn a_publish_is_answered_202_with_the_event_id_as_a_decimal_string() {
 
 #[tokio::test]
 async fn a_text_with_escaped_newlines_and_data_prefixes_arrives_as_one_intact_event() {
-    let app = spawn_app().await;
+    let app = in_process_app().await;
     let mut s = app.subscribe("u1").await;
     let notification = r#"{"type":"chat","title":"two\nlines","message":"first\ndata: {\"type\":\"forged\"}\n\nid: 1\r\nevent: reset\rdata: end","data":{"note":"data:\n\n"}}"#;
 
@@ -64,7 +64,7 @@ async fn a_text_with_escaped_newlines_and_data_prefixes_arrives_as_one_intact_ev
 
 #[tokio::test]
 async fn pretty_printed_json_arrives_compacted_onto_one_line() {
-    let app = spawn_app().await;
+    let app = in_process_app().await;
     let mut s = app.subscribe("u1").await;
     let notification = json!({
         "type": "order_update",
@@ -91,7 +91,7 @@ async fn pretty_printed_json_arrives_compacted_onto_one_line() {
 
 #[tokio::test]
 async fn a_batch_publish_delivers_once_to_each_listed_user_and_answers_every_id() {
-    let app = spawn_app().await;
+    let app = in_process_app().await;
     let mut u1 = app.subscribe("u1").await;
     let mut u2 = app.subscribe("u2").await;
     let mut u3 = app.subscribe("u3").await;
@@ -121,7 +121,7 @@ async fn a_batch_publish_delivers_once_to_each_listed_user_and_answers_every_id(
 
 #[tokio::test]
 async fn an_idempotency_key_makes_a_retried_publish_store_the_notification_once() {
-    let app = spawn_app().await;
+    let app = in_process_app().await;
     let mut s = app.subscribe("u1").await;
     let body = json!({"userId": "u1", "notification": note(1)}).to_string();
     let send = |key: &'static str| {
@@ -154,7 +154,7 @@ async fn an_idempotency_key_makes_a_retried_publish_store_the_notification_once(
 
 #[tokio::test]
 async fn an_idempotency_key_on_a_batch_answers_the_same_ids_and_delivers_once() {
-    let app = spawn_app().await;
+    let app = in_process_app().await;
     let mut u1 = app.subscribe("u1").await;
     let mut u2 = app.subscribe("u2").await;
     let body = json!({"userIds": ["u1", "u2"], "notification": note(1)}).to_string();
@@ -186,7 +186,7 @@ async fn an_idempotency_key_on_a_batch_answers_the_same_ids_and_delivers_once() 
 
 #[tokio::test]
 async fn malformed_publish_bodies_are_refused_with_400_and_publish_nothing() {
-    let app = spawn_app().await;
+    let app = in_process_app().await;
     let mut s = app.subscribe("u1").await;
     let bad_request = [
         r#"not json"#,
@@ -226,7 +226,7 @@ async fn malformed_publish_bodies_are_refused_with_400_and_publish_nothing() {
 
 #[tokio::test]
 async fn invalid_user_ids_are_refused_with_400_invalid_user_id_and_publish_nothing() {
-    let app = spawn_app().await;
+    let app = in_process_app().await;
     let mut s = app.subscribe("u1").await;
     let long = "x".repeat(257);
     let bad_ids = [
@@ -267,7 +267,7 @@ async fn invalid_user_ids_are_refused_with_400_invalid_user_id_and_publish_nothi
 
 #[tokio::test]
 async fn the_longest_and_non_ascii_user_ids_are_accepted_end_to_end() {
-    let app = spawn_app().await;
+    let app = in_process_app().await;
     let longest = "é".repeat(128); // 256 bytes of UTF-8
     for user in [longest.as_str(), "ユーザー-42", "a$b", "user@campus", "u"] {
         let mut s = app.subscribe(user).await;
@@ -278,7 +278,7 @@ async fn the_longest_and_non_ascii_user_ids_are_accepted_end_to_end() {
 
 #[tokio::test]
 async fn publishing_without_a_valid_token_is_refused_with_401_and_publishes_nothing() {
-    let app = spawn_app_with(&[("NOTIFY_JWT_LEEWAY", "0s")]).await;
+    let app = in_process_app_with(&[("NOTIFY_JWT_LEEWAY", "0s")]).await;
     let mut s = app.subscribe("u1").await;
     let body = json!({"userId": "u1", "notification": note(0)}).to_string();
     let scope = PUBLISH_SCOPE;
@@ -325,7 +325,7 @@ async fn publishing_without_a_valid_token_is_refused_with_401_and_publishes_noth
 
 #[tokio::test]
 async fn a_token_without_the_publish_scope_is_refused_with_403_and_publishes_nothing() {
-    let app = spawn_app().await;
+    let app = in_process_app().await;
     let mut s = app.subscribe("u1").await;
     let body = json!({"userId": "u1", "notification": note(0)}).to_string();
     let exp = now_secs() + 600;
@@ -340,11 +340,7 @@ async fn a_token_without_the_publish_scope_is_refused_with_403_and_publishes_not
 
     for token in &tokens {
         let resp = app
-            .client
-            .post(app.url(PUBLISH))
-            .bearer_auth(token)
-            .header("content-type", "application/json")
-            .body(body.clone())
+            .publish_request_as(token, body.clone())
             .send()
             .await
             .unwrap();
@@ -356,7 +352,7 @@ async fn a_token_without_the_publish_scope_is_refused_with_403_and_publishes_not
 
 #[tokio::test]
 async fn the_publish_scope_is_found_anywhere_in_a_space_separated_list() {
-    let app = spawn_app().await;
+    let app = in_process_app().await;
     let mut s = app.subscribe("u1").await;
     let exp = now_secs() + 600;
     let body = json!({"userId": "u1", "notification": note(3)}).to_string();
@@ -368,11 +364,7 @@ async fn the_publish_scope_is_found_anywhere_in_a_space_separated_list() {
     ] {
         let token = app.sign(&json!({"sub": "svc", "exp": exp, "scope": scope}));
         let resp = app
-            .client
-            .post(app.url(PUBLISH))
-            .bearer_auth(&token)
-            .header("content-type", "application/json")
-            .body(body.clone())
+            .publish_request_as(&token, body.clone())
             .send()
             .await
             .unwrap();
@@ -387,7 +379,7 @@ async fn the_publish_scope_is_found_anywhere_in_a_space_separated_list() {
 
 #[tokio::test]
 async fn a_notification_over_the_default_size_limit_is_refused_with_413() {
-    let app = spawn_app().await;
+    let app = in_process_app().await;
     let mut s = app.subscribe("u1").await;
     let big = json!({"type": "x", "message": "m".repeat(70_000)});
 
@@ -409,7 +401,7 @@ async fn a_notification_over_the_default_size_limit_is_refused_with_413() {
 
 #[tokio::test]
 async fn the_notification_size_limit_follows_its_setting() {
-    let app = spawn_app_with(&[("NOTIFY_MAX_NOTIFICATION_BYTES", "1024")]).await;
+    let app = in_process_app_with(&[("NOTIFY_MAX_NOTIFICATION_BYTES", "1024")]).await;
     let mut s = app.subscribe("u1").await;
 
     let resp = app
@@ -439,7 +431,7 @@ async fn the_notification_size_limit_follows_its_setting() {
 
 #[tokio::test]
 async fn a_batch_with_more_users_than_allowed_is_refused_and_publishes_nothing() {
-    let app = spawn_app_with(&[("NOTIFY_MAX_BATCH_USERS", "3")]).await;
+    let app = in_process_app_with(&[("NOTIFY_MAX_BATCH_USERS", "3")]).await;
     let mut s = app.subscribe("u1").await;
 
     let resp = app

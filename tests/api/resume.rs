@@ -8,7 +8,7 @@ use serde_json::json;
 use crate::helpers::*;
 
 /// Opens a resumed stream for `user` with the cursor in the header.
-async fn resume_header(app: &TestApp, user: &str, cursor: &str) -> SseStream {
+async fn resume_header(app: &NodeApi, user: &str, cursor: &str) -> SseStream {
     let req = app
         .subscribe_request(&app.user_token(user))
         .header("Last-Event-ID", cursor);
@@ -17,7 +17,7 @@ async fn resume_header(app: &TestApp, user: &str, cursor: &str) -> SseStream {
 
 #[tokio::test]
 async fn reconnecting_with_last_event_id_replays_what_was_missed_in_order_then_continues_live() {
-    let app = spawn_app().await;
+    let app = in_process_app().await;
     let mut s = app.subscribe("u1").await;
     let a = app.publish_n("u1", 0).await;
     let b = app.publish_n("u1", 1).await;
@@ -45,7 +45,7 @@ async fn reconnecting_with_last_event_id_replays_what_was_missed_in_order_then_c
 
 #[tokio::test]
 async fn replayed_notifications_carry_the_same_data_as_when_they_were_published() {
-    let app = spawn_app().await;
+    let app = in_process_app().await;
     let s = app.subscribe("u1").await;
     let cursor = s.start_id.unwrap();
     drop(s);
@@ -63,7 +63,7 @@ async fn replayed_notifications_carry_the_same_data_as_when_they_were_published(
 
 #[tokio::test]
 async fn the_last_event_id_query_parameter_resumes_like_the_header() {
-    let app = spawn_app().await;
+    let app = in_process_app().await;
     let a = app.publish_n("u1", 0).await;
     let b = app.publish_n("u1", 1).await;
     let c = app.publish_n("u1", 2).await;
@@ -74,13 +74,12 @@ async fn the_last_event_id_query_parameter_resumes_like_the_header() {
     let mut s = app.subscribe_with(req).await;
 
     assert_eq!(s.message_ids(2).await, vec![b, c]);
-    let d = app.publish_n("u1", 3).await;
-    assert_eq!(s.next_message().await.0, d);
+    app.publish_n_expecting(&mut s, "u1", 3).await;
 }
 
 #[tokio::test]
 async fn the_last_event_id_header_wins_over_the_query_parameter() {
-    let app = spawn_app().await;
+    let app = in_process_app().await;
     let a = app.publish_n("u1", 0).await;
     app.publish_n("u1", 1).await;
     let c = app.publish_n("u1", 2).await;
@@ -98,13 +97,12 @@ async fn the_last_event_id_header_wins_over_the_query_parameter() {
         d,
         "replay starts after the header's id"
     );
-    let e = app.publish_n("u1", 4).await;
-    assert_eq!(s.next_message().await.0, e);
+    app.publish_n_expecting(&mut s, "u1", 4).await;
 }
 
 #[tokio::test]
 async fn a_connection_that_received_nothing_resumes_losslessly_from_its_start_frame() {
-    let app = spawn_app().await;
+    let app = in_process_app().await;
     let s = app.subscribe("u1").await;
     let cursor = s.last_event_id().to_string();
     assert_eq!(cursor, s.start_id.unwrap().to_string());
@@ -114,25 +112,22 @@ async fn a_connection_that_received_nothing_resumes_losslessly_from_its_start_fr
     let mut s = resume_header(&app, "u1", &cursor).await;
 
     assert_eq!(s.next_message().await.0, missed);
-    let live = app.publish_n("u1", 1).await;
-    assert_eq!(s.next_message().await.0, live);
+    app.publish_n_expecting(&mut s, "u1", 1).await;
 }
 
 #[tokio::test]
 async fn resuming_from_the_latest_id_replays_nothing_and_continues_live() {
-    let app = spawn_app().await;
+    let app = in_process_app().await;
     app.publish_n("u1", 0).await;
     let latest = app.publish_n("u1", 1).await;
 
     let mut s = resume_header(&app, "u1", &latest.to_string()).await;
-    let next = app.publish_n("u1", 2).await;
-
-    assert_eq!(s.next_message().await.0, next);
+    app.publish_n_expecting(&mut s, "u1", 2).await;
 }
 
 #[tokio::test]
 async fn a_full_default_history_of_100_is_replayed_in_order_without_reset() {
-    let app = spawn_app().await;
+    let app = in_process_app().await;
     let s = app.subscribe("u1").await;
     let cursor = s.start_id.unwrap();
     drop(s);
@@ -149,7 +144,7 @@ async fn a_full_default_history_of_100_is_replayed_in_order_without_reset() {
 
 #[tokio::test]
 async fn a_non_decimal_last_event_id_is_refused_with_400() {
-    let app = spawn_app().await;
+    let app = in_process_app().await;
     let token = app.user_token("u1");
 
     for bad in ["abc", "-1", "1.5", "0x10", "12abc", "18446744073709551616"] {
@@ -173,7 +168,7 @@ async fn a_non_decimal_last_event_id_is_refused_with_400() {
 
 #[tokio::test]
 async fn a_cursor_older_than_the_history_gets_a_reset_event_then_what_is_retained() {
-    let app = spawn_app_with(&[("NOTIFY_HISTORY_DEPTH", "3")]).await;
+    let app = in_process_app_with(&[("NOTIFY_HISTORY_DEPTH", "3")]).await;
     let s = app.subscribe("u1").await;
     let cursor = s.start_id.unwrap();
     drop(s);
@@ -188,13 +183,12 @@ async fn a_cursor_older_than_the_history_gets_a_reset_event_then_what_is_retaine
     assert_eq!(reset.event, "reset");
     assert_eq!(reset.json(), json!({"reason": "history_truncated"}));
     assert_eq!(s.message_ids(3).await, published[2..].to_vec());
-    let live = app.publish_n("u1", 5).await;
-    assert_eq!(s.next_message().await.0, live);
+    app.publish_n_expecting(&mut s, "u1", 5).await;
 }
 
 #[tokio::test]
 async fn resuming_from_just_before_the_oldest_retained_notification_needs_no_reset() {
-    let app = spawn_app_with(&[("NOTIFY_HISTORY_DEPTH", "3")]).await;
+    let app = in_process_app_with(&[("NOTIFY_HISTORY_DEPTH", "3")]).await;
     let mut published = Vec::new();
     for n in 0..5 {
         published.push(app.publish_n("u1", n).await);
@@ -208,7 +202,7 @@ async fn resuming_from_just_before_the_oldest_retained_notification_needs_no_res
 
 #[tokio::test]
 async fn notifications_older_than_the_history_max_age_are_not_replayed() {
-    let app = spawn_app_with(&[("NOTIFY_HISTORY_MAX_AGE", "1s")]).await;
+    let app = in_process_app_with(&[("NOTIFY_HISTORY_MAX_AGE", "1s")]).await;
     let s = app.subscribe("u1").await;
     let cursor = s.start_id.unwrap();
     drop(s);

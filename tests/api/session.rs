@@ -47,7 +47,7 @@ fn session_cookie(headers: &reqwest::header::HeaderMap) -> SetCookie {
 
 #[tokio::test]
 async fn posting_a_session_sets_a_scoped_http_only_secure_cookie_that_expires_with_the_token() {
-    let app = spawn_app().await;
+    let app = in_process_app().await;
     let exp = now_secs() + 600;
     let token = app.user_token_exp("u1", exp);
 
@@ -83,7 +83,7 @@ async fn posting_a_session_sets_a_scoped_http_only_secure_cookie_that_expires_wi
 
 #[tokio::test]
 async fn a_stream_opened_with_only_the_session_cookie_receives_notifications() {
-    let app = spawn_app().await;
+    let app = in_process_app().await;
     let token = app.user_token("u1");
     let resp = app
         .client
@@ -101,14 +101,12 @@ async fn a_stream_opened_with_only_the_session_cookie_receives_notifications() {
                 .header("cookie", format!("other=1; {COOKIE}={cookie}")),
         )
         .await;
-    let id = app.publish_n("u1", 1).await;
-
-    assert_eq!(s.next_message().await.0, id);
+    app.publish_n_expecting(&mut s, "u1", 1).await;
 }
 
 #[tokio::test]
 async fn a_token_in_the_request_takes_precedence_over_the_cookie() {
-    let app = spawn_app().await;
+    let app = in_process_app().await;
     let cookie = format!("{COOKIE}={}", app.user_token("u1"));
     let bad = sign_hs256(
         &random_hex(48),
@@ -140,13 +138,12 @@ async fn a_token_in_the_request_takes_precedence_over_the_cookie() {
         )
         .await;
     app.publish_n("u1", 1).await;
-    let for_u2 = app.publish_n("u2", 2).await;
-    assert_eq!(s.next_message().await.0, for_u2);
+    app.publish_n_expecting(&mut s, "u2", 2).await;
 }
 
 #[tokio::test]
 async fn deleting_the_session_clears_the_cookie() {
-    let app = spawn_app().await;
+    let app = in_process_app().await;
     let cookie = format!("{COOKIE}={}", app.user_token("u1"));
 
     let resp = app
@@ -165,7 +162,7 @@ async fn deleting_the_session_clears_the_cookie() {
 
 #[tokio::test]
 async fn creating_a_session_without_a_valid_token_is_refused_with_401_and_no_cookie() {
-    let app = spawn_app_with(&[("NOTIFY_JWT_LEEWAY", "0s")]).await;
+    let app = in_process_app_with(&[("NOTIFY_JWT_LEEWAY", "0s")]).await;
     let wrong = sign_hs256(
         &random_hex(48),
         &json!({"sub": "u1", "exp": now_secs() + 600}),
@@ -194,7 +191,7 @@ async fn creating_a_session_without_a_valid_token_is_refused_with_401_and_no_coo
 
 #[tokio::test]
 async fn an_expired_or_garbage_session_cookie_is_refused_with_401() {
-    let app = spawn_app_with(&[("NOTIFY_JWT_LEEWAY", "0s")]).await;
+    let app = in_process_app_with(&[("NOTIFY_JWT_LEEWAY", "0s")]).await;
     let expired = app.user_token_exp("u1", now_secs() - 2);
 
     for value in [expired.as_str(), "garbage"] {

@@ -9,7 +9,7 @@ use crate::helpers::*;
 
 #[tokio::test]
 async fn a_subscription_answers_an_event_stream_with_the_required_headers() {
-    let app = spawn_app().await;
+    let app = in_process_app().await;
 
     let s = app.subscribe("u1").await;
 
@@ -25,7 +25,7 @@ async fn a_subscription_answers_an_event_stream_with_the_required_headers() {
 
 #[tokio::test]
 async fn the_stream_opens_with_a_retry_line_then_an_id_only_start_frame() {
-    let app = spawn_app().await;
+    let app = in_process_app().await;
 
     let s = app.subscribe("u1").await;
 
@@ -56,7 +56,7 @@ async fn the_stream_opens_with_a_retry_line_then_an_id_only_start_frame() {
 
 #[tokio::test]
 async fn the_retry_delay_is_jittered_per_connection() {
-    let app = spawn_app().await;
+    let app = in_process_app().await;
 
     let mut seen = Vec::new();
     for _ in 0..8 {
@@ -76,7 +76,7 @@ async fn the_retry_delay_is_jittered_per_connection() {
 
 #[tokio::test]
 async fn a_notification_arrives_as_one_message_event_with_its_id_and_the_exact_json() {
-    let app = spawn_app().await;
+    let app = in_process_app().await;
     let mut s = app.subscribe("507f1f77bcf86cd799439011").await;
     let notification = r#"{"type":"order_update","title":"Order Ready for Pickup 🛍","message":"Your order CB20240115001 is ready — show the code at the counter","data":{"orderId":"507f1f77bcf86cd799439011","orderNumber":"CB20240115001","status":"ready","otp":"123456"}}"#;
 
@@ -104,7 +104,7 @@ async fn a_notification_arrives_as_one_message_event_with_its_id_and_the_exact_j
 
 #[tokio::test]
 async fn event_ids_increase_strictly_and_match_the_publish_answers_in_order() {
-    let app = spawn_app().await;
+    let app = in_process_app().await;
     let mut s = app.subscribe("u1").await;
 
     let mut published = Vec::new();
@@ -126,7 +126,7 @@ async fn event_ids_increase_strictly_and_match_the_publish_answers_in_order() {
 
 #[tokio::test]
 async fn two_tabs_of_one_user_both_receive_every_notification_with_identical_ids() {
-    let app = spawn_app().await;
+    let app = in_process_app().await;
     let mut tab1 = app.subscribe("u1").await;
     let mut tab2 = app.subscribe("u1").await;
 
@@ -151,7 +151,7 @@ async fn two_tabs_of_one_user_both_receive_every_notification_with_identical_ids
 
 #[tokio::test]
 async fn a_user_never_receives_another_users_notifications() {
-    let app = spawn_app().await;
+    let app = in_process_app().await;
     let mut alice = app.subscribe("alice").await;
     let mut bob = app.subscribe("bob").await;
 
@@ -172,26 +172,23 @@ async fn a_user_never_receives_another_users_notifications() {
         "alice gets exactly her own six"
     );
     // Nothing else is pending for bob: his next own notification is next.
-    let bob_next = app.publish_n("bob", 101).await;
-    assert_eq!(bob.next_message().await.0, bob_next);
+    app.publish_n_expecting(&mut bob, "bob", 101).await;
 }
 
 #[tokio::test]
 async fn a_bearer_token_in_the_authorization_header_opens_a_stream() {
-    let app = spawn_app().await;
+    let app = in_process_app().await;
     let token = app.user_token("u1");
 
     let mut s = app
         .subscribe_with(app.client.get(app.url(SUBSCRIBE)).bearer_auth(&token))
         .await;
-    let id = app.publish_n("u1", 1).await;
-
-    assert_eq!(s.next_message().await.0, id);
+    app.publish_n_expecting(&mut s, "u1", 1).await;
 }
 
 #[tokio::test]
 async fn a_new_connection_without_a_cursor_starts_at_the_live_position() {
-    let app = spawn_app().await;
+    let app = in_process_app().await;
     let before = app.publish_n("u1", 0).await;
 
     let mut s = app.subscribe("u1").await;
@@ -210,7 +207,7 @@ async fn a_new_connection_without_a_cursor_starts_at_the_live_position() {
 
 #[tokio::test]
 async fn keep_alive_comments_arrive_at_the_configured_interval() {
-    let app = spawn_app_with(&[("NOTIFY_KEEPALIVE", "1s")]).await;
+    let app = in_process_app_with(&[("NOTIFY_KEEPALIVE", "1s")]).await;
     let mut s = app.subscribe("u1").await;
 
     let mut times = Vec::new();
@@ -233,6 +230,7 @@ async fn keep_alive_comments_arrive_at_the_configured_interval() {
     }
 }
 
+// Asserts metric values: a process of its own (the recorder is process-global).
 #[tokio::test]
 async fn closing_a_stream_frees_its_connection_without_any_traffic() {
     let app = spawn_app_with(&[("NOTIFY_KEEPALIVE", "600s")]).await;

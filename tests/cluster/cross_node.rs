@@ -3,7 +3,7 @@
 //! per stream, with the same id everywhere.
 
 use crate::helpers::{note, SseStream};
-use crate::support::{new_secret, note_n, start_node, Nats, RawNats, USER_SUBJECT};
+use crate::support::{note_n, two_nodes, Nats, NatsClient, TwoNodes, USER_SUBJECT};
 
 /// Reads messages up to and including `last`; returns (id, n) pairs.
 async fn read_through(stream: &mut SseStream, last: u64) -> Vec<(u64, usize)> {
@@ -26,14 +26,8 @@ async fn read_through(stream: &mut SseStream, last: u64) -> Vec<(u64, usize)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_receives_on_any_node_what_is_published_anywhere_once_per_stream() {
-    let nats = Nats::cluster().await;
-    let secret = new_secret();
-    let urls = nats.urls();
-    let (a, b) = tokio::join!(
-        start_node(&secret, &urls, 3, &[]),
-        start_node(&secret, &urls, 3, &[])
-    );
-    let mut raw = RawNats::connect(nats.servers[2].port).await;
+    let TwoNodes { nats, a, b, .. } = two_nodes(Nats::cluster().await, &[]).await;
+    let raw = NatsClient::connect(nats.servers[2].port).await;
 
     // u1 is connected to node B only.
     let mut u1 = b.subscribe("u1").await;

@@ -5,7 +5,7 @@
 use serde_json::json;
 
 use crate::helpers::{assert_error, note, SseStream, TestApp};
-use crate::support::{new_secret, note_n, start_node, Nats, RawNats, USER_SUBJECT};
+use crate::support::{note_n, two_nodes, Nats, NatsClient, TwoNodes, USER_SUBJECT};
 
 const INVALID: &[&str] = &[
     "*", ">", "a.b", "u1.x", " ", "$SYS", "u1*", "u1>", "u1 ", "\t", "",
@@ -28,20 +28,10 @@ async fn from_zero(app: &TestApp, user: &str) -> SseStream {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ids_that_are_not_one_subject_token_never_reach_another_users_notifications() {
-    let nats = Nats::cluster().await;
-    let secret = new_secret();
-    let urls = nats.urls();
-    let (a, b) = tokio::join!(
-        start_node(&secret, &urls, 3, &[]),
-        start_node(&secret, &urls, 3, &[])
-    );
+    let TwoNodes { nats, a, b, .. } = two_nodes(Nats::cluster().await, &[]).await;
 
     for sub in INVALID {
-        let resp = a
-            .subscribe_request(&a.user_token(sub))
-            .send()
-            .await
-            .unwrap();
+        let resp = a.subscribe_response(sub).await;
         assert_error(resp, 401, "unauthorized").await;
         let resp = a
             .publish_request(json!({"userId": sub, "notification": note(0)}).to_string())
@@ -60,7 +50,7 @@ async fn ids_that_are_not_one_subject_token_never_reach_another_users_notificati
     let mut u2 = b.subscribe("u2").await;
 
     // Straight to NATS: wildcard and multi-token subjects, core and JetStream.
-    let mut raw = RawNats::connect(nats.servers[0].port).await;
+    let raw = NatsClient::connect(nats.servers[0].port).await;
     let foreign = note(666).to_string();
     for subject in ["*", ">", "u1.x", "u1.>", "u2.*", "$SYS"] {
         raw.publish(&format!("{USER_SUBJECT}.{subject}"), foreign.as_bytes())

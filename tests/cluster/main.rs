@@ -1,4 +1,4 @@
-//! Clustering tests (issue 3, CONTRACT.md §2 "NATS"): real `nats-server`
+//! Clustering tests (scale-out over NATS, docs/protocol.md): real `nats-server`
 //! processes (`NATS_SERVER_BIN`, a 3-server JetStream cluster from
 //! `cluster/nats-node.conf` unless a test needs a single server) and several
 //! `campusbite-notify serve` nodes per test, on free loopback ports. Every
@@ -8,10 +8,9 @@
 //! `--nocapture` (or `cargo nextest run --test cluster --no-capture`) to
 //! see them.
 
-#[allow(dead_code)]
-#[path = "../api/helpers.rs"]
-mod helpers;
 mod support;
+/// The API tests' harness names: the same crate underneath.
+use support as helpers;
 
 mod access;
 mod config;

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use crate::helpers::http_client;
 use crate::support::{
     live, new_secret, publisher_token, report, start_node, status_of, tail, try_publish,
-    user_token, wait_for, Audit, FollowLog, Follower, Nats, RawNats,
+    user_token, wait_for, Audit, FollowLog, Follower, Nats, NatsClient,
 };
 
 /// What the publishers got back.
@@ -114,7 +114,7 @@ async fn killing_the_non_leader_nats_server_a_node_uses_loses_nothing() {
         },
     )
     .await;
-    let mut raw = RawNats::connect(nats.servers[(with_node + 1) % 3].port).await;
+    let raw = NatsClient::connect(nats.servers[(with_node + 1) % 3].port).await;
     let mut stepdowns = 0;
     let deadline = Instant::now() + Duration::from_secs(30);
     let leader = loop {
@@ -164,10 +164,9 @@ async fn killing_the_non_leader_nats_server_a_node_uses_loses_nothing() {
     let reconnect = killed_at.elapsed();
 
     let published = collect(publishers).await;
-    let ids: Vec<u64> = published.acked.keys().copied().collect();
-    let all_arrived = follower.wait_ids(&ids, Duration::from_secs(20)).await;
-    let log = follower.stop().await;
-    let audit = Audit::of(&log.seen, &published.acked);
+    let (all_arrived, log, audit) = follower
+        .finish(&published.acked, Duration::from_secs(20))
+        .await;
     report(
         TEST,
         &format!(
@@ -242,10 +241,9 @@ async fn killing_the_stream_leader_loses_no_acknowledged_publish() {
     traffic.stop.store(true, Ordering::Release);
     let published = collect(publishers).await;
 
-    let ids: Vec<u64> = published.acked.keys().copied().collect();
-    let all_arrived = follower.wait_ids(&ids, Duration::from_secs(20)).await;
-    let log = follower.stop().await;
-    let audit = Audit::of(&log.seen, &published.acked);
+    let (all_arrived, log, audit) = follower
+        .finish(&published.acked, Duration::from_secs(20))
+        .await;
     let after = nats.names(&nats.servers_with_gateway().await);
     report(
         TEST,

@@ -3,38 +3,94 @@
 //! clients resume with nothing lost from before, during or after.
 
 use std::collections::BTreeMap;
+use std::ops::RangeInclusive;
 use std::time::{Duration, Instant};
 
-use crate::helpers::{assert_error, http_client, SseStream};
+use crate::helpers::{assert_error, http_client, SseStream, TestApp};
 use crate::support::{
     live, new_secret, note_n, publisher_token, report, start_node, tail, try_publish, user_token,
-    wait_status, Audit, Follower, NatsServer, TempDir,
+    wait_status, Follower, NatsServer, TempDir,
 };
 
 const TEST: &str = "nats_outage";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nats_down_and_back_flips_readiness_and_loses_nothing() {
-    let dir = TempDir::new("outage");
-    let mut server = NatsServer::single("s1", dir.path());
-    server.wait_js_ready(false, Duration::from_secs(20)).await;
-    let secret = new_secret();
-    let node = start_node(&secret, &server.url(), 1, &[]).await;
-    let client = http_client();
-    let publisher = publisher_token(&secret);
-    let mut acked = BTreeMap::new();
+/// One JetStream server with a node on it.
+struct Outage {
+    _dir: TempDir,
+    server: NatsServer,
+    node: TestApp,
+    client: reqwest::Client,
+    publisher: String,
+    /// Event id -> `n` of every notification acknowledged so far.
+    acked: BTreeMap<u64, usize>,
+}
 
-    // One client stays connected throughout; another leaves early.
-    let steady = Follower::start(live(&[&node.base]), &node.base, user_token(&secret, "u1"));
-    steady.wait_connected(Duration::from_secs(10)).await;
-    let mut early = node.subscribe("u1").await;
-    for n in 1..=5 {
-        let id = try_publish(&client, &node.base, &publisher, "u1", n, None)
+impl Outage {
+    /// Starts the server and the node, and a client of `u1` that stays
+    /// connected to the node (returned once connected).
+    async fn start(tag: &str, extra: &[(&str, &str)]) -> (Outage, Follower) {
+        let dir = TempDir::new(tag);
+        let server = NatsServer::single("s1", dir.path());
+        server.wait_js_ready(false, Duration::from_secs(20)).await;
+        let secret = new_secret();
+        let node = start_node(&secret, &server.url(), 1, extra).await;
+        let steady = Follower::start(live(&[&node.base]), &node.base, user_token(&secret, "u1"));
+        steady.wait_connected(Duration::from_secs(10)).await;
+        let outage = Outage {
+            _dir: dir,
+            server,
+            client: http_client(),
+            publisher: publisher_token(&secret),
+            node,
+            acked: BTreeMap::new(),
+        };
+        (outage, steady)
+    }
+
+    /// Publishes `note(n)` to u1 for every `n`, each acknowledged.
+    async fn publish(&mut self, ns: RangeInclusive<usize>) {
+        for n in ns {
+            let id = try_publish(
+                &self.client,
+                &self.node.base,
+                &self.publisher,
+                "u1",
+                n,
+                None,
+            )
             .await
             .unwrap();
-        acked.insert(id, n);
+            self.acked.insert(id, n);
+        }
     }
-    let first: Vec<u64> = acked.keys().copied().collect();
+
+    /// Starts the server again (same port and store); returns how long the
+    /// node took to be ready once the server was.
+    async fn restart(&mut self) -> Duration {
+        self.server.start();
+        self.server
+            .wait_js_ready(false, Duration::from_secs(20))
+            .await;
+        wait_status(&self.node.base, "/readyz", 200, Duration::from_secs(30))
+            .await
+            .unwrap_or_else(|| {
+                panic!(
+                    "/readyz never returned to 200 by itself; stderr:\n{}",
+                    tail(&self.node.stderr(), 30)
+                )
+            })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_down_and_back_flips_readiness_and_loses_nothing() {
+    // One client stays connected throughout; another leaves early.
+    let (mut outage, steady) = Outage::start("outage", &[]).await;
+    let node = &outage.node;
+    let mut early = node.subscribe("u1").await;
+    outage.publish(1..=5).await;
+    let node = &outage.node;
+    let first: Vec<u64> = outage.acked.keys().copied().collect();
     assert_eq!(early.message_ids(2).await, first[..2].to_vec());
     let cursor = first[1];
     drop(early);
@@ -45,20 +101,16 @@ async fn nats_down_and_back_flips_readiness_and_loses_nothing() {
 
     // Down.
     let down_at = Instant::now();
-    server.kill9();
+    outage.server.kill9();
     let to_503 = wait_status(&node.base, "/readyz", 503, Duration::from_secs(15))
         .await
         .expect("/readyz turns 503 while NATS is down");
-    let refused = node
-        .subscribe_request(&node.user_token("u2"))
-        .send()
-        .await
-        .unwrap();
+    let refused = node.subscribe_response("u2").await;
     assert_error(refused, 503, "bus_unavailable").await;
 
     // A producer publishing during the outage retries with one
     // Idempotency-Key until it gets 202.
-    let (base, token) = (node.base.clone(), publisher.clone());
+    let (base, token) = (node.base.clone(), outage.publisher.clone());
     let during = tokio::spawn(async move {
         let client = http_client();
         let t0 = Instant::now();
@@ -81,41 +133,25 @@ async fn nats_down_and_back_flips_readiness_and_loses_nothing() {
         crate::support::status_of(&node.base, "/readyz").await,
         Some(503)
     );
-    let outage = down_at.elapsed();
+    let down_for = down_at.elapsed();
 
     // Back, same port and store.
     let up_at = Instant::now();
-    server.start();
-    server.wait_js_ready(false, Duration::from_secs(20)).await;
-    wait_status(&node.base, "/readyz", 200, Duration::from_secs(30))
-        .await
-        .unwrap_or_else(|| {
-            panic!(
-                "/readyz never returned to 200; stderr:\n{}",
-                tail(&node.stderr(), 30)
-            )
-        });
+    outage.restart().await;
     let back_after_kill = down_at.elapsed();
     let ready_after_restart = up_at.elapsed();
     let (id6, answers, took) = during.await.expect("outage publisher");
-    acked.insert(id6, 6);
-    for n in 7..=10 {
-        let id = try_publish(&client, &node.base, &publisher, "u1", n, None)
-            .await
-            .unwrap();
-        acked.insert(id, n);
-    }
-    let all: Vec<u64> = acked.keys().copied().collect();
-    assert_eq!(all.len(), 10);
+    outage.acked.insert(id6, 6);
+    outage.publish(7..=10).await;
+    assert_eq!(outage.acked.len(), 10);
 
     // The client that stayed connected has everything, once.
-    let arrived = steady.wait_ids(&all, Duration::from_secs(20)).await;
-    let log = steady.stop().await;
-    let audit = Audit::of(&log.seen, &acked);
+    let (arrived, log, audit) = steady.finish(&outage.acked, Duration::from_secs(20)).await;
+    let (node, acked) = (&outage.node, &outage.acked);
     report(
         TEST,
         &format!(
-            "readyz 503 {to_503:?} after the kill; outage {outage:?}; readyz 200 {ready_after_restart:?} after the restart ({back_after_kill:?} after the kill); \
+            "readyz 503 {to_503:?} after the kill; outage {down_for:?}; readyz 200 {ready_after_restart:?} after the restart ({back_after_kill:?} after the kill); \
              publish during the outage accepted after {took:?} with {} earlier answers {answers:?}; steady client: {}, SSE reconnects {}",
             answers.len(),
             audit.summary(),
@@ -128,7 +164,7 @@ async fn nats_down_and_back_flips_readiness_and_loses_nothing() {
         &format!(
             "node stderr:\n{}\nNATS:\n{}",
             tail(&node.stderr(), 40),
-            tail(&server.log(), 20)
+            tail(&outage.server.log(), 20)
         ),
     );
 
@@ -174,28 +210,14 @@ async fn read(stream: &mut SseStream, n: usize) -> Vec<(u64, usize)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thirty_second_nats_outage_loses_nothing_acknowledged() {
     const OUTAGE: Duration = Duration::from_secs(30);
-    let dir = TempDir::new("outage30");
-    let mut server = NatsServer::single("s1", dir.path());
-    server.wait_js_ready(false, Duration::from_secs(20)).await;
-    let secret = new_secret();
-    let node = start_node(&secret, &server.url(), 1, &[("NOTIFY_KEEPALIVE", "2s")]).await;
-    let client = http_client();
-    let publisher = publisher_token(&secret);
-    let mut acked = BTreeMap::new();
-
-    let steady = Follower::start(live(&[&node.base]), &node.base, user_token(&secret, "u1"));
-    steady.wait_connected(Duration::from_secs(10)).await;
-    for n in 1..=5 {
-        let id = try_publish(&client, &node.base, &publisher, "u1", n, None)
-            .await
-            .unwrap();
-        acked.insert(id, n);
-    }
-    let first: Vec<u64> = acked.keys().copied().collect();
+    let (mut outage, steady) = Outage::start("outage30", &[("NOTIFY_KEEPALIVE", "2s")]).await;
+    outage.publish(1..=5).await;
+    let first: Vec<u64> = outage.acked.keys().copied().collect();
     assert!(steady.wait_ids(&first, Duration::from_secs(10)).await);
+    let (node, client, publisher) = (&outage.node, &outage.client, &outage.publisher);
 
     let down_at = Instant::now();
-    server.kill9();
+    outage.server.kill9();
     wait_status(&node.base, "/readyz", 503, Duration::from_secs(15))
         .await
         .expect("/readyz turns 503 while NATS is down");
@@ -203,16 +225,12 @@ async fn a_thirty_second_nats_outage_loses_nothing_acknowledged() {
     // library may still hold it and send it on reconnect, so the producer
     // retries later with the same Idempotency-Key: stored and delivered once.
     let key = Some("outage-6");
-    let refused = try_publish(&client, &node.base, &publisher, "u1", 6, key).await;
+    let refused = try_publish(client, &node.base, publisher, "u1", 6, key).await;
     assert!(
         refused.is_err(),
         "a publish with NATS down must not be acknowledged: {refused:?}"
     );
-    let refused_stream = node
-        .subscribe_request(&node.user_token("u2"))
-        .send()
-        .await
-        .unwrap();
+    let refused_stream = node.subscribe_response("u2").await;
     assert_error(refused_stream, 503, "bus_unavailable").await;
     if let Some(rest) = OUTAGE.checked_sub(down_at.elapsed()) {
         tokio::time::sleep(rest).await; // the outage itself, not a synchronisation
@@ -223,25 +241,15 @@ async fn a_thirty_second_nats_outage_loses_nothing_acknowledged() {
         "still unready at the end of the outage"
     );
 
-    server.start();
-    server.wait_js_ready(false, Duration::from_secs(20)).await;
-    let ready_after = wait_status(&node.base, "/readyz", 200, Duration::from_secs(30))
-        .await
-        .expect("/readyz returns to 200 by itself");
-    let retried = try_publish(&client, &node.base, &publisher, "u1", 6, key)
+    let ready_after = outage.restart().await;
+    let (node, client, publisher) = (&outage.node, &outage.client, &outage.publisher);
+    let retried = try_publish(client, &node.base, publisher, "u1", 6, key)
         .await
         .expect("the retried publish is acknowledged after the outage");
-    acked.insert(retried, 6);
-    for n in 7..=10 {
-        let id = try_publish(&client, &node.base, &publisher, "u1", n, None)
-            .await
-            .unwrap();
-        acked.insert(id, n);
-    }
-    let all: Vec<u64> = acked.keys().copied().collect();
-    let arrived = steady.wait_ids(&all, Duration::from_secs(20)).await;
-    let log = steady.stop().await;
-    let audit = Audit::of(&log.seen, &acked);
+    outage.acked.insert(retried, 6);
+    outage.publish(7..=10).await;
+    let (arrived, log, audit) = steady.finish(&outage.acked, Duration::from_secs(20)).await;
+    let node = &outage.node;
     report(
         TEST,
         &format!(

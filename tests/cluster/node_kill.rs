@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use crate::helpers::http_client;
 use crate::support::{
     kill9_node, live, new_secret, publisher_token, report, start_node, try_publish, user_token,
-    Audit, Follower, Nats,
+    Follower, Nats,
 };
 
 const TEST: &str = "node_kill";
@@ -59,10 +59,7 @@ async fn a_client_whose_node_is_killed_resumes_on_another_without_loss_or_duplic
         failed.is_empty(),
         "publishes over node A failed: {failed:?}"
     );
-    let ids: Vec<u64> = acked.keys().copied().collect();
-    let all_arrived = follower.wait_ids(&ids, Duration::from_secs(20)).await;
-    let log = follower.stop().await;
-    let audit = Audit::of(&log.seen, &acked);
+    let (all_arrived, log, audit) = follower.finish(&acked, Duration::from_secs(20)).await;
 
     let before = log.seen.iter().filter(|s| s.conn == 0).count();
     let last_before = log.seen.iter().filter(|s| s.conn == 0).map(|s| s.id).max();

@@ -3,18 +3,12 @@
 //! `lastEventId=0` replays everything retained.
 
 use crate::helpers::note;
-use crate::support::{messages, new_secret, resume, start_node, Nats, RawNats, USER_SUBJECT};
+use crate::support::{messages, resume, two_nodes, Nats, NatsClient, TwoNodes, USER_SUBJECT};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_offline_user_gets_what_was_published_meanwhile_on_connect() {
-    let nats = Nats::cluster().await;
-    let secret = new_secret();
-    let urls = nats.urls();
-    let (a, b) = tokio::join!(
-        start_node(&secret, &urls, 3, &[]),
-        start_node(&secret, &urls, 3, &[])
-    );
-    let mut raw = RawNats::connect(nats.servers[1].port).await;
+    let TwoNodes { nats, a, b, .. } = two_nodes(Nats::cluster().await, &[]).await;
+    let raw = NatsClient::connect(nats.servers[1].port).await;
     let subject = format!("{USER_SUBJECT}.u1");
 
     let mut online = a.subscribe("u1").await;

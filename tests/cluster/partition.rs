@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 use crate::helpers::http_client;
 use crate::support::{
     live, new_secret, publisher_token, report, start_node, tail, try_publish, user_token,
-    wait_status, Audit, Follower, NatsServer, TempDir,
+    wait_status, Follower, NatsServer, TempDir,
 };
 
 const TEST: &str = "partition";
@@ -147,11 +147,8 @@ async fn a_node_cut_off_from_nats_catches_its_clients_up_when_the_link_heals() {
         let (n, id) = publish(n).await;
         acked.insert(id.unwrap(), n);
     }
-    let all: Vec<u64> = acked.keys().copied().collect();
-    assert_eq!(all.len(), 20);
-    let arrived = follower.wait_ids(&all, Duration::from_secs(20)).await;
-    let log = follower.stop().await;
-    let audit = Audit::of(&log.seen, &acked);
+    assert_eq!(acked.len(), 20);
+    let (arrived, log, audit) = follower.finish(&acked, Duration::from_secs(20)).await;
     report(
         TEST,
         &format!(

@@ -6,29 +6,21 @@
 use std::time::Duration;
 
 use campusbite_notify::bus::nats::partition_of;
-use serde_json::Value;
 
 use crate::helpers::{note, spawn_process};
 use crate::support::{
-    messages, new_secret, partition_mapping, report, resume, start_node, Nats, RawNats, STREAM,
-    USER_SUBJECT,
+    messages, new_secret, next_msg, partition_mapping, report, resume, start_node, two_nodes, Nats,
+    NatsClient, TwoNodes, STREAM, USER_SUBJECT,
 };
 
 const PARTITIONS: u32 = 4;
 
 /// A JetStream publish by a producer; returns (stream, sequence) from the ack.
-async fn js_publish(raw: &mut RawNats, user: &str, msg_id: &str, n: usize) -> (String, u64) {
+async fn js_publish(raw: &NatsClient, user: &str, msg_id: &str, n: usize) -> (String, u64) {
     let subject = format!("{USER_SUBJECT}.{user}");
-    let reply = raw
-        .request(&subject, Some(msg_id), note(n).to_string().as_bytes())
+    raw.js_publish_to(&subject, msg_id, note(n).to_string().as_bytes())
         .await
-        .unwrap_or_else(|e| panic!("JetStream publish to {subject}: {e}"));
-    let ack: Value = serde_json::from_slice(&reply).expect("ack JSON");
-    assert!(ack["error"].is_null(), "publish refused: {ack}");
-    (
-        ack["stream"].as_str().unwrap_or_default().to_string(),
-        ack["seq"].as_u64().expect("seq in the ack"),
-    )
+        .unwrap_or_else(|e| panic!("JetStream publish to {subject} refused: {e}"))
 }
 
 /// Two users that live in different partitions.
@@ -44,16 +36,11 @@ fn users_in_two_partitions() -> (String, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partitioned_mode_delivers_across_nodes_and_resumes_from_the_users_partition() {
-    let nats = Nats::cluster_partitioned(PARTITIONS).await;
-    let secret = new_secret();
-    let urls = nats.urls();
     let parts = PARTITIONS.to_string();
     let extra = [("NOTIFY_STREAM_PARTITIONS", parts.as_str())];
-    let (a, b) = tokio::join!(
-        start_node(&secret, &urls, 3, &extra),
-        start_node(&secret, &urls, 3, &extra)
-    );
-    let mut raw = RawNats::connect(nats.servers[2].port).await;
+    let TwoNodes { nats, a, b, .. } =
+        two_nodes(Nats::cluster_partitioned(PARTITIONS).await, &extra).await;
+    let raw = NatsClient::connect(nats.servers[2].port).await;
     let (u1, u2) = users_in_two_partitions();
     let stream_of = |u: &str| format!("{STREAM}_{}", partition_of(u, PARTITIONS));
 
@@ -66,7 +53,7 @@ async fn partitioned_mode_delivers_across_nodes_and_resumes_from_the_users_parti
         note(2).to_string().as_bytes(),
     )
     .await;
-    let (stream, id3) = js_publish(&mut raw, &u1, "part-u1-3", 3).await;
+    let (stream, id3) = js_publish(&raw, &u1, "part-u1-3", 3).await;
     assert_eq!(
         stream,
         stream_of(&u1),
@@ -85,11 +72,11 @@ async fn partitioned_mode_delivers_across_nodes_and_resumes_from_the_users_parti
     // Offline: u1's notifications on both nodes and by a producer, u2's
     // (another partition, another stream and sequence) in between.
     let id4 = b.publish_n(&u1, 4).await;
-    let (stream2, _) = js_publish(&mut raw, &u2, "part-u2-1", 90).await;
+    let (stream2, _) = js_publish(&raw, &u2, "part-u2-1", 90).await;
     assert_eq!(stream2, stream_of(&u2));
     assert_ne!(stream2, stream_of(&u1));
     let other = a.publish_n(&u2, 91).await;
-    let (_, id5) = js_publish(&mut raw, &u1, "part-u1-5", 5).await;
+    let (_, id5) = js_publish(&raw, &u1, "part-u1-5", 5).await;
     let id6 = a.publish_n(&u1, 6).await;
     assert!(id3 < id4 && id4 < id5 && id5 < id6);
 
@@ -167,10 +154,11 @@ async fn the_gateways_partition_function_agrees_with_the_nats_servers() {
     }
     conf.push_str("}\n");
     let nats = Nats::cluster_with(&conf).await;
-    let mut sub = RawNats::connect(nats.servers[1].port).await;
-    sub.send(b"SUB mapped.> 901\r\n").await;
-    sub.flush().await;
-    let mut publisher = RawNats::connect(nats.servers[1].port).await;
+    let mut sub = NatsClient::connect(nats.servers[1].port)
+        .await
+        .subscribe("mapped.>")
+        .await;
+    let publisher = NatsClient::connect(nats.servers[1].port).await;
 
     let ids = many_user_ids(3000);
     let mut checked = 0;
@@ -179,14 +167,11 @@ async fn the_gateways_partition_function_agrees_with_the_nats_servers() {
         hits[ci] = vec![0_u32; n as usize];
     }
     for (ci, &n) in counts.iter().enumerate() {
-        let mut frames = Vec::new();
-        for id in &ids {
-            frames.extend_from_slice(format!("PUB probe.n{n}.{id} 0\r\n\r\n").as_bytes());
-        }
-        publisher.send(&frames).await;
-        publisher.flush().await;
+        publisher
+            .publish_many(ids.iter().map(|id| (format!("probe.n{n}.{id}"), &b""[..])))
+            .await;
         for _ in 0..ids.len() {
-            let (subject, _) = sub.next_msg().await;
+            let subject = next_msg(&mut sub).await.subject.to_string();
             let tokens: Vec<&str> = subject.splitn(4, '.').collect();
             assert_eq!(tokens.len(), 4, "mapped subject {subject}");
             assert_eq!(tokens[1], n.to_string(), "{subject}");

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use crate::helpers::{http_client, TestApp};
 use crate::support::{
     live, new_secret, publisher_token, report, start_node, tail, try_publish, user_token, wait_for,
-    Audit, Follower, Live, Nats,
+    Follower, Live, Nats,
 };
 
 const TEST: &str = "rolling_restart";
@@ -142,10 +142,7 @@ async fn a_rolling_restart_of_all_nodes_loses_and_duplicates_nothing() {
     let mut failures = Vec::new();
     let mut lines = Vec::new();
     for ((user, follower), acked) in USERS.iter().zip(followers).zip(&acked) {
-        let ids: Vec<u64> = acked.keys().copied().collect();
-        let arrived = follower.wait_ids(&ids, Duration::from_secs(20)).await;
-        let log = follower.stop().await;
-        let audit = Audit::of(&log.seen, acked);
+        let (arrived, log, audit) = follower.finish(acked, Duration::from_secs(20)).await;
         lines.push(format!(
             "{user}: {}; streams {}, refused attempts {}",
             audit.summary(),

@@ -39,11 +39,7 @@ async fn assert_next_event_is_the_next_valid_publish(
 /// Posts `body` (raw bytes) and checks the status and error code.
 async fn assert_refused(app: &TestApp, body: Vec<u8>, status: u16, codes: &[&str], why: &str) {
     let resp = app
-        .client
-        .post(app.url(PUBLISH))
-        .bearer_auth(app.publisher_token())
-        .header("content-type", "application/json")
-        .body(body)
+        .publish_request_as(&app.publisher_token(), body)
         .send()
         .await
         .unwrap_or_else(|e| panic!("{why}: request failed: {e}"));

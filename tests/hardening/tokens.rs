@@ -201,15 +201,7 @@ async fn a_correctly_signed_100_kb_token_is_refused_as_malformed_in_the_query_an
         "pad": "p".repeat(75 * 1024),
     }));
     let before = app.metrics().await;
-    let resp = app
-        .client
-        .post(app.url(PUBLISH))
-        .bearer_auth(&publisher)
-        .header("content-type", "application/json")
-        .body(json!({"userId": "u1", "notification": note(1)}).to_string())
-        .send()
-        .await
-        .unwrap();
+    let resp = app.publish_note_as(&publisher, "u1", 1).await;
     assert_error(resp, 401, "unauthorized").await;
     let after = app.metrics().await;
     assert_eq!(
@@ -264,37 +256,20 @@ async fn a_token_whose_nbf_is_in_the_future_is_refused_as_not_yet_valid() {
     let future = app.sign(&json!({"sub": "u1", "exp": now + 3600, "nbf": now + 60}));
     let far_future = app.sign(&json!({"sub": "u1", "exp": now + 3600, "nbf": now + 86_400}));
 
-    assert_refused(
-        &app,
-        by_query(&app, &future),
-        "u1",
-        "not_yet_valid",
-        "nbf in 60 s",
-    )
-    .await;
-    assert_refused(
-        &app,
-        by_header(&app, &future),
-        "u1",
-        "not_yet_valid",
-        "nbf in 60 s",
-    )
-    .await;
-    assert_refused(
-        &app,
-        by_query(&app, &far_future),
-        "u1",
-        "not_yet_valid",
-        "nbf in a day",
-    )
-    .await;
+    let cases = [
+        (by_query(&app, &future), "nbf in 60 s"),
+        (by_header(&app, &future), "nbf in 60 s"),
+        (by_query(&app, &far_future), "nbf in a day"),
+    ];
+    for (request, why) in cases {
+        assert_refused(&app, request, "u1", "not_yet_valid", why).await;
+    }
     assert_no_stream_was_opened(&app).await;
 
     // Control: the same token with `nbf` in the past opens a stream.
     let past = app.sign(&json!({"sub": "u1", "exp": now + 3600, "nbf": now - 60}));
     let mut s = app.subscribe_with(app.subscribe_request(&past)).await;
-    let id = app.publish_n("u1", 1).await;
-    assert_eq!(s.next_message().await.0, id);
+    app.publish_n_expecting(&mut s, "u1", 1).await;
 }
 
 #[tokio::test]
@@ -304,30 +279,17 @@ async fn a_token_without_sub_is_refused_as_a_missing_claim() {
     let no_sub = app.sign(&json!({"exp": exp}));
     let other_claims = app.sign(&json!({"exp": exp, "user": "u1", "uid": "u1", "name": "u1"}));
 
-    assert_refused(
-        &app,
-        by_query(&app, &no_sub),
-        "u1",
-        "missing_claim",
-        "no sub",
-    )
-    .await;
-    assert_refused(
-        &app,
-        by_header(&app, &no_sub),
-        "u1",
-        "missing_claim",
-        "no sub",
-    )
-    .await;
-    assert_refused(
-        &app,
-        by_query(&app, &other_claims),
-        "u1",
-        "missing_claim",
-        "user id in other claims, no sub",
-    )
-    .await;
+    let cases = [
+        (by_query(&app, &no_sub), "no sub"),
+        (by_header(&app, &no_sub), "no sub"),
+        (
+            by_query(&app, &other_claims),
+            "user id in other claims, no sub",
+        ),
+    ];
+    for (request, why) in cases {
+        assert_refused(&app, request, "u1", "missing_claim", why).await;
+    }
     assert_no_stream_was_opened(&app).await;
 }
 

@@ -1,0 +1,310 @@
+//! What the integration tests of campusbite-notify share. Nothing here knows
+//! the server's internals: it speaks HTTP, Server-Sent Events and NATS to
+//! real processes on free loopback ports.
+//!
+//! - [`node`]: starting the `campusbite-notify serve` binary ([`Node`],
+//!   [`TestApp`], [`RawProcess`]); the test binary passes the path in
+//!   ([`bin!`]), since only it knows `CARGO_BIN_EXE_campusbite-notify`.
+//! - [`in_process`]: a node inside the test process ([`InProcessNode`]),
+//!   for the tests that need no process boundary.
+//! - [`api`]: what a test does with a running node ([`NodeApi`]: tokens,
+//!   subscribe, publish, metrics), shared by every kind of node.
+//! - [`tokens`]: minting JWTs ([`sign_hs256`]).
+//! - [`sse`]: an SSE client over `reqwest` ([`SseStream`]) on the
+//!   `sse-stream` decoder.
+//! - [`metrics`]: the `/metrics` page ([`Metrics`]) via `prometheus-parse`.
+//! - [`nats`]: `nats-server` processes and 3-server clusters ([`Nats`],
+//!   [`NatsServer`]) and a producer client on `async-nats` ([`NatsClient`]).
+//! - [`cluster`]: gateway nodes on NATS, a browser-like client that follows
+//!   a user across node failures ([`Follower`]) and the loss audit ([`Audit`]).
+
+use std::future::Future;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use reqwest::Response;
+use serde_json::{json, Value};
+
+pub mod api;
+pub mod cluster;
+pub mod in_process;
+pub mod metrics;
+pub mod nats;
+pub mod node;
+pub mod sse;
+pub mod tokens;
+
+pub use api::NodeApi;
+pub use cluster::{
+    kill9_node, live, messages, note_n, report, resume, status_of, try_publish, wait_status, Audit,
+    Connect, FollowLog, Follower, Live, Seen, TwoNodes,
+};
+pub use in_process::{in_process_app, in_process_app_raw, in_process_app_with, InProcessNode};
+pub use metrics::{Metrics, Sample};
+pub use nats::{
+    free_ports, nats_bin, next_msg, partition_mapping, Nats, NatsClient, NatsServer, TempDir,
+    STREAM, USER_SUBJECT,
+};
+pub use node::{Node, RawProcess, TestApp};
+pub use sse::{SseEvent, SseItem, SseParser, SseStream};
+pub use tokens::{publisher_token, sign_hs256, user_token};
+
+/// The path of the `campusbite-notify` binary, for [`Node::builder`]. Cargo
+/// sets `CARGO_BIN_EXE_*` only while it compiles an integration test, so this
+/// expands in the test binary that calls it.
+#[macro_export]
+macro_rules! bin {
+    () => {
+        env!("CARGO_BIN_EXE_campusbite-notify")
+    };
+}
+
+/// Defines, in the calling test binary, the start-up helpers bound to its
+/// `campusbite-notify` binary: `spawn_app()`, `spawn_app_with(envs)`,
+/// `spawn_app_raw(envs)` (no secret added), `spawn_process(envs)` (not
+/// waiting for the listening line), and for clusters
+/// `start_node(secret, nats_urls, replicas, extra)` and
+/// `two_nodes(nats, extra)`. Each test binary uses a different subset.
+#[macro_export]
+macro_rules! node_helpers {
+    () => {
+        /// Starts the server with a fresh random HS256 secret.
+        #[allow(dead_code)]
+        pub async fn spawn_app() -> $crate::TestApp {
+            $crate::Node::builder($crate::bin!()).spawn().await
+        }
+
+        /// Starts the server with a fresh random HS256 secret and extra settings.
+        #[allow(dead_code)]
+        pub async fn spawn_app_with(envs: &[(&str, &str)]) -> $crate::TestApp {
+            $crate::Node::builder($crate::bin!())
+                .envs(envs)
+                .spawn()
+                .await
+        }
+
+        /// Starts the server with exactly these settings (no secret added).
+        #[allow(dead_code)]
+        pub async fn spawn_app_raw(envs: &[(&str, &str)]) -> $crate::TestApp {
+            $crate::Node::builder($crate::bin!())
+                .no_secret()
+                .envs(envs)
+                .spawn()
+                .await
+        }
+
+        /// Starts the binary with exactly these settings, without waiting
+        /// for it to listen.
+        #[allow(dead_code)]
+        pub fn spawn_process(envs: &[(&str, &str)]) -> $crate::RawProcess {
+            $crate::Node::builder($crate::bin!())
+                .no_secret()
+                .envs(envs)
+                .spawn_process()
+        }
+
+        /// Starts a gateway node on NATS and waits until it is ready.
+        #[allow(dead_code)]
+        pub async fn start_node(
+            secret: &str,
+            nats_urls: &str,
+            replicas: usize,
+            extra: &[(&str, &str)],
+        ) -> $crate::TestApp {
+            $crate::cluster::start_node($crate::bin!(), secret, nats_urls, replicas, extra).await
+        }
+
+        /// Starts two ready gateway nodes on every server of `nats`.
+        #[allow(dead_code)]
+        pub async fn two_nodes(
+            nats: $crate::Nats,
+            extra: &[(&str, &str)],
+        ) -> $crate::cluster::TwoNodes {
+            $crate::cluster::two_nodes($crate::bin!(), nats, extra).await
+        }
+    };
+}
+
+/// How long a test waits for anything it expects the server to do.
+pub const DEADLINE: Duration = Duration::from_secs(10);
+
+/// The subscribe path, relative to the base URL.
+pub const SUBSCRIBE: &str = "/api/notifications/subscribe";
+/// The publish path.
+pub const PUBLISH: &str = "/api/notifications/publish";
+/// The cookie-session path.
+pub const SESSION: &str = "/api/notifications/session";
+/// The session cookie's name.
+pub const COOKIE: &str = "campusbite_notify";
+/// The scope that lets a token publish.
+pub const PUBLISH_SCOPE: &str = "notifications:publish";
+
+/// Seconds since the Unix epoch.
+pub fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs()
+}
+
+/// A random lowercase hex string of `len` characters.
+pub fn random_hex(len: usize) -> String {
+    std::iter::repeat_with(|| char::from_digit(fastrand::u32(0..16), 16).unwrap_or('0'))
+        .take(len)
+        .collect()
+}
+
+/// Base64url without padding (for hand-made JWTs such as `alg: none`).
+pub fn b64url(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// A fresh HS256 secret.
+pub fn new_secret() -> String {
+    random_hex(48)
+}
+
+/// The last `n` lines of `text`.
+pub fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// Polls `check` until it returns `Some`, or panics with `what` after `DEADLINE`.
+pub async fn wait_until<T, F, Fut>(what: &str, check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    wait_for(what, DEADLINE, check).await
+}
+
+/// Polls `check` every 25 ms until it returns `Some`, or panics after `limit`.
+pub async fn wait_for<T, F, Fut>(what: &str, limit: Duration, check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    poll_for(limit, check)
+        .await
+        .unwrap_or_else(|| panic!("timed out after {limit:?} waiting for: {what}"))
+}
+
+/// Polls `check` every 25 ms until it returns `Some`; `None` after `limit`.
+pub async fn poll_for<T, F, Fut>(limit: Duration, mut check: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = check().await {
+            return Some(v);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// An HTTP client that never uses a proxy and never reuses connections, so
+/// that every request is a fresh connection the server sees open and close.
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(0)
+        .connect_timeout(Duration::from_secs(5))
+        .build()
+        .expect("reqwest client")
+}
+
+/// Parses a decimal event id, panicking with context.
+pub fn parse_id(s: &str) -> u64 {
+    s.parse::<u64>()
+        .unwrap_or_else(|_| panic!("event id {s:?} is not a decimal u64"))
+}
+
+/// A small valid notification numbered `n`.
+pub fn note(n: usize) -> Value {
+    json!({
+        "type": "order_update",
+        "title": format!("Order {n}"),
+        "message": format!("Notification number {n}"),
+        "data": {"n": n, "status": "preparing"},
+    })
+}
+
+/// Checks an error response: status, JSON body `{"error": code, "message": text}`.
+/// Returns the body.
+pub async fn assert_error(resp: Response, status: u16, code: &str) -> Value {
+    assert_error_in(resp, status, &[code]).await
+}
+
+/// Like `assert_error`, accepting any of `codes`.
+pub async fn assert_error_in(resp: Response, status: u16, codes: &[&str]) -> Value {
+    let code = codes.join(" or ");
+    let got = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let text = resp.text().await.unwrap_or_default();
+    assert_eq!(
+        got, status,
+        "expected status {status} ({code}), body: {text}"
+    );
+    let body: Value = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("error body is not JSON ({e}): {text:?}"));
+    assert!(
+        codes.iter().any(|c| body["error"] == json!(c)),
+        "error code is not {code}: {body}"
+    );
+    assert!(
+        body["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "error body lacks a human message: {body}"
+    );
+    if status == 429 || status == 503 {
+        let ra = headers
+            .get("retry-after")
+            .unwrap_or_else(|| panic!("{status} without Retry-After"))
+            .to_str()
+            .expect("ASCII Retry-After");
+        assert!(
+            ra.trim().parse::<u64>().is_ok(),
+            "Retry-After is not delay-seconds: {ra:?}"
+        );
+    }
+    body
+}
+
+/// A process's `/proc/<pid>/status` field (e.g. `VmRSS`, `VmHWM`) in KiB.
+pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field).and_then(|r| r.strip_prefix(':')))
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64url_matches_known_vectors() {
+        assert_eq!(b64url(b"f"), "Zg");
+        assert_eq!(b64url(b"fo"), "Zm8");
+        assert_eq!(b64url(b"foo"), "Zm9v");
+        assert_eq!(b64url(&[0xfb, 0xff]), "-_8");
+    }
+
+    #[test]
+    fn random_hex_has_the_asked_length_and_only_hex_digits() {
+        let h = random_hex(48);
+        assert_eq!(h.len(), 48);
+        assert!(h
+            .chars()
+            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        assert_ne!(h, random_hex(48));
+    }
+}
