@@ -15,11 +15,19 @@ multi-document YAML stream on stdin (kustomize or helm output) and checks:
   NOTIFY_SHUTDOWN_GRACE + preStop, non-root, read-only root filesystem, all
   capabilities dropped, no request timeout / no buffering at the edge);
 * the bundled NATS StatefulSet (replicas, routes, JetStream store below the
-  volume size);
+  volume size) and its access control: nats.conf includes auth.conf, which
+  has an authorization block and no no_auth_user, the passwords come from a
+  Secret, the gateway authenticates (NOTIFY_NATS_USER + NOTIFY_NATS_PASSWORD
+  from a Secret, or NOTIFY_NATS_CREDS_FILE), TLS is mounted where nats.conf
+  reads it and the gateway of a tls:// URL has NOTIFY_NATS_TLS_CA_FILE;
+* every alert has a runbook_url whose anchor is a heading of the runbook
+  (--runbook FILE); cert-manager Certificates have secretName, issuerRef
+  and names;
 * duplicate mapping keys anywhere (YAML parsers silently keep the last one).
 
 Usage: check_crds.py --name LABEL [--expect KIND ...] [--expect-env K=V ...]
-                     [--nats-replicas N] [--dump-nats-conf DIR] [--in FILE] < rendered.yaml
+                     [--nats-replicas N] [--dump-nats-conf DIR] [--runbook FILE]
+                     [--in FILE] < rendered.yaml
 Standard library + PyYAML only. Exit status 1 on any failure.
 """
 
@@ -136,6 +144,12 @@ def balanced(expr):
     return not stack and in_str is None
 
 
+def github_anchor(heading):
+    """The anchor GitHub gives a Markdown heading."""
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return text.replace(" ", "-")
+
+
 def labels_match(selector, labels):
     return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
 
@@ -150,9 +164,15 @@ def main():
                     help="a setting the gateway's ConfigMap must hold (repeatable)")
     ap.add_argument("--nats-replicas", type=int, help="expected replicas of the NATS StatefulSet")
     ap.add_argument("--dump-nats-conf", metavar="DIR",
-                    help="write every nats.conf found to DIR (for `nats-server -t`)")
+                    help="write every NATS ConfigMap found to DIR/<name>/ (for `nats-server -t`)")
+    ap.add_argument("--runbook", metavar="FILE",
+                    help="Markdown runbook whose headings every alert's runbook_url anchor must name")
     args = ap.parse_args()
     c = Checker(args.name)
+    anchors = None
+    if args.runbook:
+        with open(args.runbook, encoding="utf-8") as f:
+            anchors = {github_anchor(m.group(1)) for m in re.finditer(r"^#+\s+(.+?)\s*$", f.read(), re.M)}
 
     try:
         if args.infile:
@@ -251,6 +271,19 @@ def main():
         for kv in args.expect_env:
             k, _, v = kv.partition("=")
             c.ok(env.get(k) == v, f"{who}: expected {k}={v}, found {env.get(k)!r}")
+        # NATS credentials and TLS of the gateway.
+        genv = {e.get("name"): e for e in ct.get("env", [])}
+        if env.get("NOTIFY_NATS_URL"):
+            creds = "NOTIFY_NATS_CREDS_FILE" in env
+            pw = get(genv.get("NOTIFY_NATS_PASSWORD"), "valueFrom", "secretKeyRef", "name")
+            user = env.get("NOTIFY_NATS_USER") or get(genv.get("NOTIFY_NATS_USER"), "value")
+            c.ok(creds or (bool(pw) and bool(user)),
+                 f"{who}: the gateway must authenticate to NATS (NOTIFY_NATS_USER + NOTIFY_NATS_PASSWORD from a Secret, or NOTIFY_NATS_CREDS_FILE)")
+            if env["NOTIFY_NATS_URL"].startswith("tls://"):
+                ca = env.get("NOTIFY_NATS_TLS_CA_FILE", "")
+                mounted = [m.get("mountPath") for m in ct.get("volumeMounts", [])]
+                c.ok(bool(ca) and any(ca.startswith(m.rstrip("/") + "/") for m in mounted if m),
+                     f"{who}: a tls:// NATS URL needs NOTIFY_NATS_TLS_CA_FILE on a mounted volume")
         # The gateway's Service.
         gw_svcs = [s for s in services
                    if labels_match(get(s, "spec", "selector", default={}),
@@ -297,13 +330,21 @@ def main():
                 if isinstance(expr, str):
                     c.ok(balanced(expr), f"{rid}: unbalanced brackets in expr")
                     c.ok("{{" not in expr and "}}" not in expr, f"{rid}: template markers left in expr")
-                    c.ok("notify_" in expr, f"{rid}: expr uses no notify_* metric")
+                    c.ok("notify_" in expr or "jetstream_" in expr,
+                         f"{rid}: expr uses no notify_* or jetstream_* metric")
                 if "record" in r:
                     continue
                 c.ok(isinstance(r.get("alert"), str) and ALERT_NAME_RE.match(r["alert"]), f"{rid}: alert name")
                 c.ok(isinstance(r.get("for"), str) and DURATION_RE.match(r["for"]), f"{rid}: 'for' must be a duration")
                 c.ok(get(r, "labels", "severity") in SEVERITIES, f"{rid}: labels.severity must be one of {sorted(SEVERITIES)}")
                 c.ok(bool(get(r, "annotations", "summary")), f"{rid}: annotations.summary")
+                url = get(r, "annotations", "runbook_url", default="")
+                if c.ok(isinstance(url, str) and re.match(r"^https?://[^#\s]+#[-\w]+$", url),
+                        f"{rid}: annotations.runbook_url must be a URL with an #anchor, found {url!r}"):
+                    anchor = url.rsplit("#", 1)[1]
+                    c.ok(anchor == r.get("alert", "").lower(), f"{rid}: runbook anchor {anchor!r} is not the alert's name")
+                    if anchors is not None:
+                        c.ok(anchor in anchors, f"{rid}: runbook anchor #{anchor} is not a heading of {args.runbook}")
                 alerts.append(r.get("alert", ""))
     if by_kind.get("PrometheusRule"):
         for what, rx in REQUIRED_ALERTS.items():
@@ -377,10 +418,35 @@ def main():
         who = ident(np)
         c.ok(set(get(np, "spec", "policyTypes", default=[])) == {"Ingress", "Egress"}, f"{who}: policyTypes Ingress and Egress")
         ports = {p.get("port") for e in get(np, "spec", "egress", default=[]) for p in e.get("ports", [])}
-        c.ok(53 in ports and len(ports) == 2 and all(isinstance(p, int) for p in ports),
-             f"{who}: egress only to DNS (53) and the NATS client port, found {sorted(map(str, ports))}")
+        for_nats = get(np, "spec", "podSelector", "matchLabels", "app.kubernetes.io/name") == "nats"
+        if for_nats:
+            # NATS servers: routes out, clients only from named peers.
+            c.ok(ports == {53, 6222}, f"{who}: NATS egress only to DNS (53) and routes (6222), found {sorted(map(str, ports))}")
+            client_rules = [i for i in get(np, "spec", "ingress", default=[])
+                            if any(p.get("port") == 4222 for p in i.get("ports", []))]
+            c.ok(len(client_rules) >= 1 and all(
+                all(peer.get("podSelector", {}).get("matchLabels") for peer in i.get("from", []))
+                for i in client_rules), f"{who}: every client (4222) source must select pods by label")
+        else:
+            c.ok(53 in ports and len(ports) == 2 and all(isinstance(p, int) for p in ports),
+                 f"{who}: egress only to DNS (53) and the NATS client port, found {sorted(map(str, ports))}")
         c.ok(all(e.get("ports") for e in get(np, "spec", "egress", default=[])), f"{who}: every egress rule names its ports")
         c.ok(all(i.get("from") for i in get(np, "spec", "ingress", default=[])), f"{who}: every ingress rule names its sources")
+
+    # ---- cert-manager Certificates.
+    for cert in by_kind.get("Certificate", []):
+        who = ident(cert)
+        c.ok(cert["apiVersion"] == "cert-manager.io/v1", f"{who}: apiVersion cert-manager.io/v1")
+        spec = cert.get("spec", {})
+        c.ok(bool(spec.get("secretName")), f"{who}: spec.secretName")
+        c.ok(bool(get(spec, "issuerRef", "name")), f"{who}: spec.issuerRef.name")
+        c.ok(bool(spec.get("dnsNames") or spec.get("commonName")), f"{who}: dnsNames or commonName")
+        c.ok(set(spec) <= {"secretName", "issuerRef", "dnsNames", "commonName", "duration", "renewBefore",
+                           "privateKey", "usages", "isCA", "subject", "ipAddresses", "uris", "secretTemplate"},
+             f"{who}: unknown spec fields {set(spec) - {'secretName', 'issuerRef', 'dnsNames', 'commonName'}}")
+        for f in ("duration", "renewBefore"):
+            if f in spec:
+                c.ok(bool(re.fullmatch(r"([0-9]+(h|m|s))+", str(spec[f]))), f"{who}: {f} {spec[f]!r}")
 
     # ---- PodDisruptionBudgets select something.
     for pdb in by_kind.get("PodDisruptionBudget", []):
@@ -427,10 +493,35 @@ def main():
             fs = parse_size(m.group(1)) if m else None
             c.ok(fs is not None and pvc_size is not None and fs < pvc_size,
                  f"{who}: JetStream max_file_store must be set below the volume size")
+            # Access control.
+            auth = get(cm, "data", "auth.conf")
+            c.ok(re.search(r'^include\s+"?auth\.conf"?\s*$', conf, re.M) is not None,
+                 f"{who}: nats.conf must include auth.conf")
+            if c.ok(isinstance(auth, str), f"{who}: ConfigMap {cm_name} has no auth.conf"):
+                c.ok("authorization {" in auth and "permissions" in auth, f"{who}: auth.conf has no authorization with permissions")
+                c.ok(not re.search(r"^\s*no_auth_user\b", auth + "\n" + conf, re.M), f"{who}: no_auth_user must not be set")
+                c.ok("password: $NATS_GATEWAY_PASSWORD" in auth and "password: $NATS_PRODUCER_PASSWORD" in auth,
+                     f"{who}: auth.conf must take the passwords from the environment")
+            nats_ct = next((x for x in pod.get("containers", []) if x.get("name") == "nats"), {})
+            nenv = {e.get("name"): e for e in nats_ct.get("env", [])}
+            for var in ("NATS_GATEWAY_PASSWORD_RAW", "NATS_PRODUCER_PASSWORD_RAW"):
+                c.ok(bool(get(nenv.get(var), "valueFrom", "secretKeyRef", "name")), f"{who}: {var} must come from a Secret")
+            for var in ("NATS_GATEWAY_USER", "NATS_PRODUCER_USER", "NATS_GATEWAY_PASSWORD", "NATS_PRODUCER_PASSWORD"):
+                v = get(nenv.get(var), "value", default="")
+                c.ok(isinstance(v, str) and len(v) >= 2 and v[0] == v[-1] == '"', f"{who}: {var} must be a quoted NATS string")
+            # TLS: mounted where nats.conf reads it.
+            if re.search(r"^\s*tls\s*\{", conf, re.M):
+                mounts = {m.get("mountPath"): m.get("name") for m in nats_ct.get("volumeMounts", [])}
+                vol = next((v for v in pod.get("volumes", []) if v.get("name") == mounts.get("/etc/nats/tls")), None)
+                c.ok(bool(get(vol, "secret", "secretName")), f"{who}: nats.conf uses TLS but no Secret is mounted at /etc/nats/tls")
+                if replicas > 1:
+                    c.ok(conf.count("verify: true") >= 1, f"{who}: routes must verify each other (verify: true)")
             if args.dump_nats_conf:
-                os.makedirs(args.dump_nats_conf, exist_ok=True)
-                with open(os.path.join(args.dump_nats_conf, f"{args.name}.conf"), "w") as f:
-                    f.write(conf)
+                out = os.path.join(args.dump_nats_conf, args.name)
+                os.makedirs(out, exist_ok=True)
+                for key, val in (cm.get("data") or {}).items():
+                    with open(os.path.join(out, key), "w") as f:
+                        f.write(val)
         stream_replicas = gw_cm.get("NOTIFY_STREAM_REPLICAS")
         if stream_replicas is not None:
             c.ok(stream_replicas.isdigit() and 1 <= int(stream_replicas) <= replicas,

@@ -166,7 +166,7 @@ crds() {
   local file="$1"
   shift
   [[ -s "$file" ]] && "$VENV/bin/python" .ci/check_crds.py --name "$(basename "$file" .yaml)" \
-    --dump-nats-conf "$SELFTEST/nats-conf" "$@" <"$file"
+    --dump-nats-conf "$SELFTEST/nats-conf" --runbook docs/runbook.md "$@" <"$file"
 }
 
 # must_fail DESCRIPTION-OF-EXPECTED-ERROR PATTERN command...: the command must
@@ -223,9 +223,33 @@ sys.exit(1 if too_new or not built else 0)
 PY
 }
 
+# nats_conf_valid DIR: nats-server -t parses DIR/nats.conf (and the auth.conf
+# it includes) with the environment the pods give it; TLS paths point at a
+# throw-away certificate. No ports opened, nothing written.
 nats_conf_valid() {
-  # nats-server -t parses the configuration (no ports opened, nothing written).
-  [[ -s "$1" ]] && SERVER_NAME=config-test nats-server -t -c "$1"
+  local dir="$1" tmp
+  [[ -s "$dir/nats.conf" ]] || return 1
+  tmp="$SELFTEST/nats-t/$(basename "$dir")"
+  rm -rf "$tmp" && mkdir -p "$tmp" && cp "$dir"/* "$tmp"/ &&
+    sed -i "s#/etc/nats/tls/#$SELFTEST/tls/#g; s#/data/jetstream#$tmp/js#; s#/var/run/nats/#$tmp/#" "$tmp/nats.conf" &&
+    SERVER_NAME=config-test NATS_GATEWAY_USER='"notify-gateway"' NATS_PRODUCER_USER='"notify-producer"' \
+      NATS_GATEWAY_PASSWORD='"1234"' NATS_PRODUCER_PASSWORD='"x y"' nats-server -t -c "$tmp/nats.conf"
+}
+
+# throwaway_tls: a self-signed certificate as tls.crt, tls.key and ca.crt.
+throwaway_tls() {
+  mkdir -p "$SELFTEST/tls" &&
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=nats \
+      -keyout "$SELFTEST/tls/tls.key" -out "$SELFTEST/tls/tls.crt" 2>&1 &&
+    cp "$SELFTEST/tls/tls.crt" "$SELFTEST/tls/ca.crt"
+}
+
+# auth_conf_matches DIR [render-nats-auth args]: the rendered auth.conf is
+# exactly what cluster/render-nats-auth prints (one permission model).
+auth_conf_matches() {
+  local dir="$1"
+  shift
+  [[ -s "$dir/auth.conf" ]] && diff -u <(cluster/render-nats-auth "$@") "$dir/auth.conf"
 }
 
 echo "== tools: helm $("$HELM" version --template '{{.Version}}'), kubectl $KUBECTL_VERSION," \
@@ -250,6 +274,12 @@ check "values.schema.json is valid JSON Schema (draft-07)" \
 check "Grafana dashboard JSON parses" "$VENV/bin/python" -m json.tool "$CHART/dashboards/campusbite-notify.json" /dev/null
 check "Grafana dashboard: chart and kustomize copies are identical" \
   cmp "$CHART/dashboards/campusbite-notify.json" k8s/base/dashboards/campusbite-notify.json
+check "NATS permission model: the chart's copy of cluster/nats-auth.conf.tmpl is identical" \
+  cmp cluster/nats-auth.conf.tmpl "$CHART/files/nats-auth.conf.tmpl"
+check "NATS permission model: k8s/base/nats-auth.conf is cluster/render-nats-auth's output" \
+  diff -u <(cluster/render-nats-auth) k8s/base/nats-auth.conf
+check "chart README lists every value (.ci/chart_readme.py --check)" "$VENV/bin/python" .ci/chart_readme.py --check
+check "docs/runbook.md exists with a section per alert" test -s docs/runbook.md
 
 # ---- 2. Checker self-tests (a validator that passes everything proves nothing)
 echo "== validator self-tests"
@@ -291,6 +321,30 @@ check "check_crds.py rejects duplicate YAML keys" \
   must_fail "duplicate key" "$VENV/bin/python" .ci/check_crds.py --name canary-duplicate-key \
   --in "$SELFTEST/canary-duplicate-key.yaml"
 
+for case in missing:'""' unknown-anchor:https://example.org/runbook.md#campusbitenotifynosuchalert; do
+  cat >"$SELFTEST/canary-rule-${case%%:*}.yaml" <<EOF
+apiVersion: monitoring.coreos.com/v1
+kind: PrometheusRule
+metadata:
+  name: canary
+spec:
+  groups:
+    - name: canary
+      rules:
+        - alert: CampusbiteNotifyNoSuchAlert
+          expr: notify_ready == 0
+          for: 1m
+          labels: {severity: warning}
+          annotations: {summary: canary, runbook_url: ${case#*:}}
+EOF
+done
+check "check_crds.py rejects an alert without runbook_url" \
+  must_fail "runbook_url must be a URL" "$VENV/bin/python" .ci/check_crds.py --name canary \
+  --runbook docs/runbook.md --in "$SELFTEST/canary-rule-missing.yaml"
+check "check_crds.py rejects a runbook_url whose anchor is not in docs/runbook.md" \
+  must_fail "is not a heading of docs/runbook.md" "$VENV/bin/python" .ci/check_crds.py --name canary \
+  --runbook docs/runbook.md --in "$SELFTEST/canary-rule-unknown-anchor.yaml"
+
 # ---- 3. kustomize overlays -------------------------------------------------------
 echo "== kustomize overlays (kubectl $KUBECTL_VERSION kustomize)"
 for overlay in dev prod prod-keda; do
@@ -303,8 +357,9 @@ check "kustomize dev: custom resources and invariants (1 NATS server, Ingress)" 
   crds "$OUT/kustomize-dev.yaml" --nats-replicas 1 --expect-env NOTIFY_STREAM_REPLICAS=1 \
   --expect Ingress --expect ServiceMonitor --expect PrometheusRule --expect HorizontalPodAutoscaler \
   --expect PodDisruptionBudget --expect NetworkPolicy --expect Secret
-check "kustomize prod: custom resources and invariants (3 NATS servers, stream replicas 3, HTTPRoute)" \
+check "kustomize prod: custom resources and invariants (3 NATS servers, stream replicas 3, HTTPRoute, NATS TLS)" \
   crds "$OUT/kustomize-prod.yaml" --nats-replicas 3 --expect-env NOTIFY_STREAM_REPLICAS=3 \
+  --expect Certificate --expect Issuer --expect-env NOTIFY_NATS_URL=tls://campusbite-nats:4222 \
   --expect HTTPRoute --expect ServiceMonitor --expect PrometheusRule --expect HorizontalPodAutoscaler \
   --expect PodDisruptionBudget --expect NetworkPolicy
 check "kustomize prod-keda: custom resources and invariants (KEDA ScaledObject, no HPA)" \
@@ -330,14 +385,39 @@ check "helm template (default values)" helm_render default "${HELM_API_VERSIONS[
 check "helm template -f helm/values-prod.yaml" helm_render prod -f helm/values-prod.yaml "${HELM_API_VERSIONS[@]}"
 check "helm template -f helm/values-prod.yaml --set keda.enabled=true" \
   helm_render prod-keda -f helm/values-prod.yaml --set keda.enabled=true "${HELM_API_VERSIONS[@]}"
-check "helm template with an external NATS (nats.enabled=false, nats.url)" \
-  helm_render external-nats --set nats.enabled=false \
+check "helm template with an external NATS (nats.enabled=false, nats.url, nats.auth.existingSecret)" \
+  helm_render external-nats --set nats.enabled=false --set nats.auth.existingSecret=nats-gateway \
   --set-string 'nats.url=nats://nats-0.nats:4222\,nats://nats-1.nats:4222' "${HELM_API_VERSIONS[@]}"
+check "helm template with an external NATS over TLS and a .creds file" \
+  helm_render external-creds --set nats.enabled=false --set nats.auth.credsSecret=nats-creds \
+  --set nats.tls.enabled=true --set nats.tls.existingSecret=nats-ca --set-string 'nats.url=tls://nats.example:4222' \
+  "${HELM_API_VERSIONS[@]}"
+check "helm template -f values-prod.yaml with NATS TLS from cert-manager (3 servers, mutual TLS)" \
+  helm_render tls-cert-manager -f helm/values-prod.yaml --set nats.tls.enabled=true \
+  --set nats.tls.issuerRef.name=campusbite-ca --set nats.tls.issuerRef.kind=ClusterIssuer \
+  --set nats.tls.mutual=true --set config.streamPartitions=3 "${HELM_API_VERSIONS[@]}"
+check "helm template with NATS TLS from existing Secrets and existing NATS passwords" \
+  helm_render tls-existing --set nats.tls.enabled=true --set nats.tls.existingSecret=nats-server-tls \
+  --set nats.tls.mutual=true --set nats.tls.clientExistingSecret=nats-gateway-tls \
+  --set nats.auth.existingSecret=nats-passwords "${HELM_API_VERSIONS[@]}"
+check "helm template with every JWT key from jwt.existingSecret, extraEnv/extraEnvFrom, JSON logs" \
+  helm_render existing-secret --set jwt.existingSecret=notify-keys --set jwt.existingSecretKey=hs256 \
+  --set jwt.existingSecretPublicKeyKey=public.pem --set jwt.existingSecretJwksUrlKey=jwks-url \
+  --set jwt.existingSecretPublisherSecretKey=publisher --set jwt.existingSecretPublisherPublicKeyKey=publisher.pem \
+  --set config.logFormat=json --set config.cookieSameSite=strict --set jwt.userClaim=uid \
+  --set 'extraEnv[0].name=NOTIFY_MAX_CONNECTIONS_PER_USER' --set-string 'extraEnv[0].value=8' \
+  --set 'extraEnvFrom[0].secretRef.name=notify-extra' "${HELM_API_VERSIONS[@]}"
+check "helm template -f helm/values-openshift.yaml (no fixed uid/gid)" \
+  helm_render openshift -f helm/values-openshift.yaml "${HELM_API_VERSIONS[@]}"
+check "helm template without the NATS exporter" \
+  helm_render no-exporter --set nats.exporter.enabled=false "${HELM_API_VERSIONS[@]}"
 check "helm template with an RS/ES public key (jwt.publicKey)" \
   helm_render public-key --set-file "jwt.publicKey=$public_key" "${HELM_API_VERSIONS[@]}"
 check "helm template without the Prometheus Operator APIs (no ServiceMonitor/PrometheusRule rendered)" \
   helm_render no-crds
-for name in default prod prod-keda external-nats public-key no-crds; do
+HELM_RENDERS=(default prod prod-keda external-nats external-creds tls-cert-manager tls-existing existing-secret
+  openshift no-exporter public-key no-crds)
+for name in "${HELM_RENDERS[@]}"; do
   for v in "${KUBE_VERSIONS[@]}"; do
     check "helm $name: kubernetes-validate --strict -k $v" validate "$OUT/helm-$name.yaml" "$v"
   done
@@ -346,8 +426,9 @@ check "helm default: custom resources and invariants (1 NATS server)" \
   crds "$OUT/helm-default.yaml" --nats-replicas 1 --expect-env NOTIFY_STREAM_REPLICAS=1 \
   --expect ServiceMonitor --expect PrometheusRule --expect HorizontalPodAutoscaler --expect PodDisruptionBudget \
   --expect NetworkPolicy --expect Secret --expect ConfigMap
-check "helm prod: custom resources and invariants (3 NATS servers, stream replicas 3, Ingress, HTTPRoute)" \
-  crds "$OUT/helm-prod.yaml" --nats-replicas 3 --expect-env NOTIFY_STREAM_REPLICAS=3 \
+check "helm prod: custom resources and invariants (3 NATS servers, stream replicas 3, Ingress, HTTPRoute, NATS TLS)" \
+  crds "$OUT/helm-prod.yaml" --nats-replicas 3 --expect-env NOTIFY_STREAM_REPLICAS=3 --expect Certificate \
+  --expect-env NOTIFY_NATS_URL=tls://notify-campusbite-notify-nats:4222 \
   --expect Ingress --expect HTTPRoute --expect ServiceMonitor --expect PrometheusRule \
   --expect HorizontalPodAutoscaler --expect PodDisruptionBudget --expect NetworkPolicy
 check "helm prod-keda: custom resources and invariants (ScaledObject, no HPA)" \
@@ -357,10 +438,41 @@ check "helm external-nats: no NATS StatefulSet, NOTIFY_NATS_URL from nats.url" \
   --expect-env 'NOTIFY_NATS_URL=nats://nats-0.nats:4222,nats://nats-1.nats:4222' --expect-env NOTIFY_STREAM_REPLICAS=1
 check "helm external-nats: renders no StatefulSet" lacks "$OUT/helm-external-nats.yaml" "^kind: StatefulSet"
 check "helm public-key: NOTIFY_JWT_PUBLIC_KEY_FILE set" grep -q "NOTIFY_JWT_PUBLIC_KEY_FILE:" "$OUT/helm-public-key.yaml"
-check "helm public-key: no HS256 Secret generated" lacks "$OUT/helm-public-key.yaml" "^kind: Secret"
+check "helm public-key: no HS256 Secret generated" lacks "$OUT/helm-public-key.yaml" "name: notify-campusbite-notify-jwt$"
 check "helm public-key: custom resources and invariants" crds "$OUT/helm-public-key.yaml" --nats-replicas 1
 check "helm no-crds: custom resources are skipped when the cluster lacks their API" \
   lacks "$OUT/helm-no-crds.yaml" "^kind: (ServiceMonitor|PrometheusRule)"
+check "helm external-creds: custom resources and invariants (creds file, CA for tls://)" \
+  crds "$OUT/helm-external-creds.yaml" --expect-env NOTIFY_NATS_CREDS_FILE=/etc/campusbite-notify/nats-creds/nats.creds \
+  --expect-env NOTIFY_NATS_TLS_CA_FILE=/etc/campusbite-notify/nats-tls/ca.crt
+check "helm tls-cert-manager: custom resources and invariants (Certificates, tls://, mutual TLS)" \
+  crds "$OUT/helm-tls-cert-manager.yaml" --nats-replicas 3 --expect Certificate \
+  --expect-env NOTIFY_NATS_URL=tls://notify-campusbite-notify-nats:4222 \
+  --expect-env NOTIFY_NATS_TLS_CERT_FILE=/etc/campusbite-notify/nats-client-tls/tls.crt
+check "helm tls-existing: custom resources and invariants (no Certificate, existing Secrets)" \
+  crds "$OUT/helm-tls-existing.yaml" --nats-replicas 1
+check "helm tls-existing: renders no Certificate and no NATS password Secret" \
+  lacks "$OUT/helm-tls-existing.yaml" "^kind: Certificate|name: notify-campusbite-notify-nats-auth$"
+check "helm existing-secret: custom resources and invariants (every key from the Secret)" \
+  crds "$OUT/helm-existing-secret.yaml" --nats-replicas 1 --expect-env NOTIFY_LOG_FORMAT=json \
+  --expect-env NOTIFY_COOKIE_SAME_SITE=strict --expect-env NOTIFY_JWT_USER_CLAIM=uid \
+  --expect-env NOTIFY_JWT_PUBLIC_KEY_FILE=/etc/campusbite-notify/jwt-secret/public-key.pem \
+  --expect-env NOTIFY_PUBLISHER_JWT_PUBLIC_KEY_FILE=/etc/campusbite-notify/jwt-secret/publisher-public-key.pem
+check "helm existing-secret: JWKS URL and publisher secret from the Secret, no chart JWT Secret, no helm test" \
+  bash -c 'f=$1; grep -q "name: NOTIFY_JWT_JWKS_URL" "$f" && grep -q "name: NOTIFY_PUBLISHER_JWT_SECRET" "$f" &&
+    ! grep -q "name: notify-campusbite-notify-jwt$" "$f" && ! grep -q "helm.sh/hook: test" "$f"' _ "$OUT/helm-existing-secret.yaml"
+check "helm openshift: custom resources and invariants, no fixed uid/gid/fsGroup on the gateway and NATS pods" \
+  bash -c '"$1" .ci/check_crds.py --name openshift --runbook docs/runbook.md --in "$2" &&
+    "$1" -c "import sys, yaml; w = [x for x in yaml.safe_load_all(open(sys.argv[1])) if x and x[\"kind\"] in (\"Deployment\", \"StatefulSet\")]; sys.exit(len(w) != 2 or any(k in x[\"spec\"][\"template\"][\"spec\"][\"securityContext\"] for x in w for k in (\"runAsUser\", \"runAsGroup\", \"fsGroup\")))" "$2"' \
+  _ "$VENV/bin/python" "$OUT/helm-openshift.yaml"
+check "helm no-exporter: no exporter sidecar, no NATS ServiceMonitor, no JetStream alerts" \
+  lacks "$OUT/helm-no-exporter.yaml" "image: .*prometheus-nats-exporter|^ *- alert: CampusbiteNotifyJetStream|name: notify-campusbite-notify-nats-metrics"
+check "helm default: the helm test Pod runs the image's loadgen through the Service" \
+  must_print "helm.sh/hook: test" "$HELM" template notify "$CHART" --namespace campusbite-notify \
+  --show-only templates/tests/test-delivery.yaml
+for name in "${HELM_RENDERS[@]}" ; do
+  check "helm $name: no anonymous NATS user (no_auth_user)" lacks "$OUT/helm-$name.yaml" "^ *no_auth_user"
+done
 
 check "NOTES.txt renders (helm install --dry-run=client, default values)" \
   must_print "Producers publish the notification JSON" \
@@ -371,10 +483,16 @@ check "NOTES.txt renders (helm install --dry-run=client, values-prod.yaml + KEDA
   -f helm/values-prod.yaml --set keda.enabled=true
 
 # ---- 5. NATS configuration -------------------------------------------------------
-echo "== NATS configuration (nats-server -t)"
-for conf in kustomize-dev kustomize-prod helm-default helm-prod; do
-  check "nats-server -t: $conf nats.conf" nats_conf_valid "$SELFTEST/nats-conf/$conf.conf"
+echo "== NATS configuration (nats-server -t, one permission model)"
+check "a throw-away certificate for nats-server -t of the TLS configurations" throwaway_tls
+for conf in kustomize-dev kustomize-prod helm-default helm-prod helm-tls-cert-manager helm-tls-existing; do
+  check "nats-server -t: $conf nats.conf + auth.conf" nats_conf_valid "$SELFTEST/nats-conf/$conf"
 done
+for conf in kustomize-dev kustomize-prod helm-default helm-prod helm-tls-existing; do
+  check "$conf: auth.conf is cluster/render-nats-auth's output" auth_conf_matches "$SELFTEST/nats-conf/$conf"
+done
+check "helm-tls-cert-manager (3 partitions): auth.conf is cluster/render-nats-auth --partitions 3" \
+  auth_conf_matches "$SELFTEST/nats-conf/helm-tls-cert-manager" --partitions 3
 
 # ---- 6. The schema rejects bad values --------------------------------------------
 echo "== values.schema.json rejects bad values"
@@ -414,6 +532,36 @@ check "template: config.streamReplicas above nats.replicas fails" \
   must_fail "cannot exceed nats.replicas" "$HELM" template t "$CHART" --set config.streamReplicas=3
 check "template: hpa.minReplicas above hpa.maxReplicas fails" \
   must_fail "must not exceed hpa.maxReplicas" "$HELM" template t "$CHART" --set hpa.minReplicas=5 --set hpa.maxReplicas=2
+check "template: an external NATS without credentials fails" \
+  must_fail "needs the gateway's credentials" "$HELM" template t "$CHART" --set nats.enabled=false \
+  --set nats.url=nats://n:4222
+check "template: nats.tls.enabled without a certificate source fails" \
+  must_fail "needs nats.tls.existingSecret or a cert-manager" "$HELM" template t "$CHART" --set nats.tls.enabled=true
+check "schema: podSecurityContext.runAsNonRoot=false is rejected" \
+  must_fail "$SCHEMA_ERR" "$HELM" template t "$CHART" --set podSecurityContext.runAsNonRoot=false
+check "schema: config.logFormat=xml is rejected" \
+  must_fail "$SCHEMA_ERR" "$HELM" template t "$CHART" --set config.logFormat=xml
+check "schema: nats.auth.gatewayUser with a space is rejected" \
+  must_fail "$SCHEMA_ERR" "$HELM" template t "$CHART" --set 'nats.auth.gatewayUser=a b'
+# The kustomize alerts are the chart's, with the kustomize NATS job name.
+rules_match_chart() {
+  "$HELM" template notify "$CHART" --set fullnameOverride=campusbite-notify \
+    --api-versions monitoring.coreos.com/v1/PrometheusRule --show-only templates/prometheusrule.yaml \
+    >"$SELFTEST/chart-rules.yaml" &&
+    "$VENV/bin/python" - "$SELFTEST/chart-rules.yaml" k8s/base/prometheusrule.yaml <<'PY'
+import sys, yaml
+chart = yaml.safe_load(open(sys.argv[1]).read().replace("campusbite-notify-nats-metrics", "campusbite-nats-metrics"))
+k8s = yaml.safe_load(open(sys.argv[2]))
+if chart["spec"] != k8s["spec"]:
+    for gc, gk in zip(chart["spec"]["groups"], k8s["spec"]["groups"]):
+        for rc, rk in zip(gc["rules"], gk["rules"]):
+            if rc != rk:
+                print("differs:", rc.get("alert"), "\nchart:", rc, "\nk8s:  ", rk)
+    sys.exit("k8s/base/prometheusrule.yaml differs from the chart's rules")
+print(sum(len(g["rules"]) for g in k8s["spec"]["groups"]), "rules identical")
+PY
+}
+check "k8s/base/prometheusrule.yaml has the chart's rules (NATS job campusbite-nats-metrics)" rules_match_chart
 check "chart refuses Kubernetes < 1.30 (preStop sleep)" \
   must_fail "kubeVersion|incompatible|not compatible" "$HELM" template t "$CHART" --kube-version 1.29.0
 

@@ -305,6 +305,21 @@ fn every_notify_setting_in_the_manifests_and_the_chart_is_a_serve_option() {
         "NOTIFY_NATS_URL",
         "NOTIFY_STREAM_REPLICAS",
         "NOTIFY_SHUTDOWN_GRACE",
+        // NATS access control and TLS (docs/protocol.md §2), and the
+        // settings the chart exposes as values (docs/protocol.md §4).
+        "NOTIFY_NATS_USER",
+        "NOTIFY_NATS_PASSWORD",
+        "NOTIFY_NATS_CREDS_FILE",
+        "NOTIFY_NATS_TLS_CA_FILE",
+        "NOTIFY_NATS_TLS_CERT_FILE",
+        "NOTIFY_NATS_TLS_KEY_FILE",
+        "NOTIFY_LOG_FORMAT",
+        "NOTIFY_COOKIE_SAME_SITE",
+        "NOTIFY_JWT_JWKS_URL",
+        "NOTIFY_JWT_JWKS_REFRESH",
+        "NOTIFY_JWT_USER_CLAIM",
+        "NOTIFY_PUBLISHER_JWT_SECRET",
+        "NOTIFY_PUBLISHER_JWT_PUBLIC_KEY_FILE",
     ] {
         assert!(
             used.contains_key(expected),
