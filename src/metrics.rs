@@ -18,6 +18,10 @@ pub enum DropReason {
     SlowConsumer,
     /// A bus message whose body is not JSON; it would corrupt the stream.
     InvalidPayload,
+    /// A live message that the user's stream did not store: another
+    /// `Nats-Stream`, or a sequence above that stream's last
+    /// (docs/protocol.md §2).
+    Forged,
 }
 
 /// Reasons a new stream is refused.
@@ -46,7 +50,7 @@ pub struct Metrics {
     pub bus_connected: Gauge,
     pub ready: Gauge,
     pub draining: Gauge,
-    dropped: [Counter; 2],
+    dropped: [Counter; 3],
     rejected: [Counter; 4],
 }
 
@@ -116,7 +120,11 @@ impl Metrics {
             bus_connected: gauge!("notify_bus_connected"),
             ready: gauge!("notify_ready"),
             draining: gauge!("notify_draining"),
-            dropped: [dropped("slow_consumer"), dropped("invalid_payload")],
+            dropped: [
+                dropped("slow_consumer"),
+                dropped("invalid_payload"),
+                dropped("forged"),
+            ],
             rejected: [
                 rejected("per_user_limit"),
                 rejected("node_limit"),
