@@ -3,7 +3,7 @@
 //! A user id becomes a NATS subject token (`<prefix>.user.<id>`), so any id
 //! that could widen a subscription (`*`, `>`), split into two tokens (`.`),
 //! or break the protocol line (white space, control characters) must never
-//! get past this type. See CONTRACT.md §2 "User ids".
+//! get past this type. See docs/protocol.md §2.2 "User ids".
 
 use std::fmt;
 use std::sync::Arc;

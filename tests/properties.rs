@@ -349,7 +349,7 @@ proptest! {
 // (b) User ids
 // ---------------------------------------------------------------------------
 
-/// The contract's rule (CONTRACT.md §2), written from its text: 1–256 bytes
+/// The contract's rule (docs/protocol.md §2.2), written from its text: 1–256 bytes
 /// of UTF-8, no `.`, `*`, `>`, no white space, no control character, no
 /// leading `$`.
 fn contract_allows(s: &str) -> bool {

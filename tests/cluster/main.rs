@@ -1,4 +1,4 @@
-//! Clustering tests (scale-out over NATS, docs/protocol.md): real `nats-server`
+//! Clustering tests (docs/protocol.md §2.1 "NATS"): real `nats-server`
 //! processes (`NATS_SERVER_BIN`, a 3-server JetStream cluster from
 //! `cluster/nats-node.conf` unless a test needs a single server) and several
 //! `campusbite-notify serve` nodes per test, on free loopback ports. Every

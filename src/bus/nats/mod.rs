@@ -1,9 +1,9 @@
 //! The clustered bus: NATS JetStream.
 //!
-//! [`settings`] names the streams and subjects, [`provision`] creates or
-//! checks the streams (and the partition mapping), [`history`] reads a
-//! user's retained notifications, [`live`] subscribes an online user,
-//! [`publish`] stores notifications from the HTTP publish path.
+//! `settings` names the streams and subjects, `provision` creates or
+//! checks the streams (and the partition mapping), `history` reads a
+//! user's retained notifications, `live` subscribes an online user,
+//! `publish` stores notifications from the HTTP publish path.
 //!
 //! - One stream captures `<prefix>.user.*` with a per-user depth
 //!   (`max_msgs_per_subject`), `max_age`, replicas, direct get, and RePublish
