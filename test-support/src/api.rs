@@ -9,7 +9,9 @@ use serde_json::{json, Value};
 use crate::metrics::Metrics;
 use crate::sse::SseStream;
 use crate::tokens::sign_hs256;
-use crate::{http_client, note, now_secs, parse_id, DEADLINE, PUBLISH, PUBLISH_SCOPE, SUBSCRIBE};
+use crate::{
+    http_client, note, now_secs, parse_id, DEADLINE, PUBLISH, PUBLISH_SCOPE, SESSION, SUBSCRIBE,
+};
 
 /// A node's address and HS256 secret, with a client for plain requests.
 #[derive(Debug, Clone)]
@@ -82,6 +84,22 @@ impl NodeApi {
             .send()
             .await
             .expect("subscribe request")
+    }
+
+    /// A subscribe request carrying `Authorization: Bearer`.
+    pub fn bearer_subscribe_request(&self, token: &str) -> RequestBuilder {
+        self.client.get(self.url(SUBSCRIBE)).bearer_auth(token)
+    }
+
+    /// `POST` the session endpoint with `token` as the bearer; returns the
+    /// response whatever its status.
+    pub async fn post_session(&self, token: &str) -> reqwest::Response {
+        self.client
+            .post(self.url(SESSION))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("session request")
     }
 
     /// Opens a stream for `user` with a fresh token, checks the 200 and

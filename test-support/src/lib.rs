@@ -245,33 +245,38 @@ pub async fn assert_error(resp: Response, status: u16, code: &str) -> Value {
 
 /// Like `assert_error`, accepting any of `codes`.
 pub async fn assert_error_in(resp: Response, status: u16, codes: &[&str]) -> Value {
+    assert_error_why(resp, status, codes, "").await
+}
+
+/// Like `assert_error_in`, with `why` (the case) leading every failure message.
+pub async fn assert_error_why(resp: Response, status: u16, codes: &[&str], why: &str) -> Value {
     let code = codes.join(" or ");
     let got = resp.status().as_u16();
     let headers = resp.headers().clone();
     let text = resp.text().await.unwrap_or_default();
     assert_eq!(
         got, status,
-        "expected status {status} ({code}), body: {text}"
+        "{why}: expected status {status} ({code}), body: {text}"
     );
     let body: Value = serde_json::from_str(&text)
-        .unwrap_or_else(|e| panic!("error body is not JSON ({e}): {text:?}"));
+        .unwrap_or_else(|e| panic!("{why}: error body is not JSON ({e}): {text:?}"));
     assert!(
         codes.iter().any(|c| body["error"] == json!(c)),
-        "error code is not {code}: {body}"
+        "{why}: error code is not {code}: {body}"
     );
     assert!(
         body["message"].as_str().is_some_and(|m| !m.is_empty()),
-        "error body lacks a human message: {body}"
+        "{why}: error body lacks a human message: {body}"
     );
     if status == 429 || status == 503 {
         let ra = headers
             .get("retry-after")
-            .unwrap_or_else(|| panic!("{status} without Retry-After"))
+            .unwrap_or_else(|| panic!("{why}: {status} without Retry-After"))
             .to_str()
             .expect("ASCII Retry-After");
         assert!(
             ra.trim().parse::<u64>().is_ok(),
-            "Retry-After is not delay-seconds: {ra:?}"
+            "{why}: Retry-After is not delay-seconds: {ra:?}"
         );
     }
     body

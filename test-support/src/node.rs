@@ -224,6 +224,19 @@ impl RawProcess {
     pub fn stderr(&self) -> String {
         text(&self.stderr)
     }
+
+    /// Expects the process to stop with a failure within `limit`; returns
+    /// its exit status and stderr. `what` (the case) leads the failure messages.
+    pub async fn expect_failure(&mut self, limit: Duration, what: &str) -> (ExitStatus, String) {
+        let status = self.wait_exit(limit).await.unwrap_or_else(|| {
+            panic!(
+                "{what}: still running after {limit:?}; stderr:\n{}",
+                self.stderr()
+            )
+        });
+        assert!(!status.success(), "{what}: exited with {status}");
+        (status, self.stderr())
+    }
 }
 
 impl Drop for RawProcess {

@@ -350,40 +350,45 @@ impl SseStream {
 mod tests {
     use super::*;
 
-    fn events(items: &[SseItem]) -> Vec<SseEvent> {
+    /// Feeds `chunks` one after another: the parser, and every item.
+    fn feed(chunks: &[&[u8]]) -> (SseParser, Vec<SseItem>) {
+        let mut p = SseParser::default();
+        let items = chunks.iter().flat_map(|c| p.feed(c)).collect();
+        (p, items)
+    }
+
+    /// The events as (type, last id, whether the block had an id, data).
+    fn events(items: &[SseItem]) -> Vec<(&str, &str, bool, &str)> {
         items
             .iter()
             .filter_map(|i| match i {
-                SseItem::Event(e) => Some(e.clone()),
+                SseItem::Event(e) => {
+                    Some((e.event.as_str(), e.id.as_str(), e.had_id, e.data.as_str()))
+                }
                 _ => None,
             })
             .collect()
     }
 
+    fn is_comment(item: &SseItem, want: &str) -> bool {
+        matches!(item, SseItem::Comment { text, .. } if text == want)
+    }
+
     #[test]
     fn the_parser_accepts_every_line_ending_and_joins_data_lines() {
-        let mut p = SseParser::default();
-        let items =
-            p.feed(b"retry: 1500\r\n\r\nid: 7\rdata: a\ndata:b\r\n\nevent: reset\ndata: x\n\n");
+        let (_, items) =
+            feed(&[b"retry: 1500\r\n\r\nid: 7\rdata: a\ndata:b\r\n\nevent: reset\ndata: x\n\n"]);
         assert_eq!(items[0], SseItem::Retry("1500".into()));
-        let ev = events(&items);
-        assert_eq!(ev.len(), 2);
         assert_eq!(
-            (ev[0].id.as_str(), ev[0].data.as_str(), ev[0].event.as_str()),
-            ("7", "a\nb", "message")
-        );
-        assert!(ev[0].had_id);
-        assert_eq!(
-            (ev[1].id.as_str(), ev[1].event.as_str(), ev[1].had_id),
-            ("7", "reset", false)
+            events(&items),
+            [("message", "7", true, "a\nb"), ("reset", "7", false, "x")]
         );
     }
 
     #[test]
     fn the_parser_reports_id_only_frames_and_comments_without_dispatching() {
-        let mut p = SseParser::default();
-        let items = p.feed(b": keep-alive\n\nid: 42\n\nevent: x\n\n");
-        assert!(matches!(&items[0], SseItem::Comment { text, .. } if text == " keep-alive"));
+        let (p, items) = feed(&[b": keep-alive\n\nid: 42\n\nevent: x\n\n"]);
+        assert!(is_comment(&items[0], " keep-alive"));
         assert_eq!(items[1], SseItem::IdOnly("42".into()));
         assert_eq!(items.len(), 2);
         assert_eq!(p.last_event_id, "42");
@@ -391,26 +396,26 @@ mod tests {
 
     #[test]
     fn the_parser_handles_a_crlf_split_across_chunks_and_ignores_ids_with_nul() {
-        let mut p = SseParser::default();
-        let mut items = p.feed(b"id: 1\r");
-        items.extend(p.feed(b"\ndata: one\r"));
-        items.extend(p.feed(b"\n\r\nid: 2\0\ndata: two\n\n"));
-        let ev = events(&items);
-        assert_eq!(ev.len(), 2, "{items:?}");
-        assert_eq!((ev[0].id.as_str(), ev[0].data.as_str()), ("1", "one"));
+        let (_, items) = feed(&[
+            b"id: 1\r",
+            b"\ndata: one\r",
+            b"\n\r\nid: 2\0\ndata: two\n\n",
+        ]);
         assert_eq!(
-            (ev[1].id.as_str(), ev[1].data.as_str(), ev[1].had_id),
-            ("1", "two", false)
+            events(&items),
+            [
+                ("message", "1", true, "one"),
+                ("message", "1", false, "two")
+            ],
+            "{items:?}"
         );
     }
 
     #[test]
     fn a_comment_split_across_chunks_is_one_comment_and_a_colon_inside_a_line_is_none() {
-        let mut p = SseParser::default();
-        let mut items = p.feed(b": keep");
-        items.extend(p.feed(b"-alive\r\ndata: a:b\n\n"));
-        assert!(matches!(&items[0], SseItem::Comment { text, .. } if text == " keep-alive"));
-        assert_eq!(events(&items)[0].data, "a:b");
+        let (_, items) = feed(&[b": keep", b"-alive\r\ndata: a:b\n\n"]);
+        assert!(is_comment(&items[0], " keep-alive"));
+        assert_eq!(events(&items), [("message", "", false, "a:b")]);
         assert_eq!(items.len(), 2, "{items:?}");
     }
 }

@@ -62,9 +62,7 @@ async fn malformed_and_wrongly_signed_tokens_are_refused_with_401() {
         assert_refused(&app, token, why).await;
     }
     let resp = app
-        .client
-        .get(app.url(SUBSCRIBE))
-        .bearer_auth(&other_secret)
+        .bearer_subscribe_request(&other_secret)
         .send()
         .await
         .unwrap();

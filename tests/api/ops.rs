@@ -243,12 +243,7 @@ async fn no_token_ever_appears_in_the_logs() {
         let resp = app.subscribe_request(bad).send().await.unwrap();
         assert_eq!(resp.status().as_u16(), 401);
     }
-    app.client
-        .post(app.url(SESSION))
-        .bearer_auth(&good)
-        .send()
-        .await
-        .unwrap();
+    app.post_session(&good).await;
     let cookie = SseStream::open(
         app.client
             .get(app.url(SUBSCRIBE))

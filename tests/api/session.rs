@@ -51,13 +51,7 @@ async fn posting_a_session_sets_a_scoped_http_only_secure_cookie_that_expires_wi
     let exp = now_secs() + 600;
     let token = app.user_token_exp("u1", exp);
 
-    let resp = app
-        .client
-        .post(app.url(SESSION))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let resp = app.post_session(&token).await;
 
     assert_eq!(resp.status().as_u16(), 204);
     let c = session_cookie(resp.headers());
@@ -85,13 +79,7 @@ async fn posting_a_session_sets_a_scoped_http_only_secure_cookie_that_expires_wi
 async fn a_stream_opened_with_only_the_session_cookie_receives_notifications() {
     let app = in_process_app().await;
     let token = app.user_token("u1");
-    let resp = app
-        .client
-        .post(app.url(SESSION))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let resp = app.post_session(&token).await;
     let cookie = session_cookie(resp.headers()).value;
 
     let mut s = app
@@ -121,9 +109,7 @@ async fn a_token_in_the_request_takes_precedence_over_the_cookie() {
         .unwrap();
     assert_error(resp, 401, "unauthorized").await;
     let resp = app
-        .client
-        .get(app.url(SUBSCRIBE))
-        .bearer_auth(&bad)
+        .bearer_subscribe_request(&bad)
         .header("cookie", &cookie)
         .send()
         .await
@@ -174,13 +160,7 @@ async fn creating_a_session_without_a_valid_token_is_refused_with_401_and_no_coo
     assert!(resp.headers().get("set-cookie").is_none());
     assert_error(resp, 401, "unauthorized").await;
     for token in [wrong, expired, bad_sub, "garbage".to_string()] {
-        let resp = app
-            .client
-            .post(app.url(SESSION))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap();
+        let resp = app.post_session(&token).await;
         assert!(
             resp.headers().get("set-cookie").is_none(),
             "cookie set for a bad token"

@@ -181,7 +181,7 @@ async fn a_bearer_token_in_the_authorization_header_opens_a_stream() {
     let token = app.user_token("u1");
 
     let mut s = app
-        .subscribe_with(app.client.get(app.url(SUBSCRIBE)).bearer_auth(&token))
+        .subscribe_with(app.bearer_subscribe_request(&token))
         .await;
     app.publish_n_expecting(&mut s, "u1", 1).await;
 }

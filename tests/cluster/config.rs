@@ -26,18 +26,9 @@ async fn a_node_refuses_an_existing_stream_with_an_incompatible_config() {
     ] {
         let mut envs = base.clone();
         envs.push((setting, value));
-        let mut second = spawn_process(&envs);
-        let status = second
-            .wait_exit(Duration::from_secs(20))
-            .await
-            .unwrap_or_else(|| {
-                panic!(
-                    "{setting}={value}: the node kept running; stderr:\n{}",
-                    second.stderr()
-                )
-            });
-        let stderr = second.stderr();
-        assert!(!status.success(), "{setting}={value}: exited with {status}");
+        let (status, stderr) = spawn_process(&envs)
+            .expect_failure(Duration::from_secs(20), &format!("{setting}={value}"))
+            .await;
         assert!(
             stderr.contains("CAMPUSBITE_NOTIFY") && stderr.contains(setting),
             "{setting}={value}: the error must name the stream and the setting; stderr:\n{stderr}"

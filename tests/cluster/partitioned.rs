@@ -218,18 +218,9 @@ async fn a_node_refuses_a_partition_count_the_servers_do_not_map() {
             gateway_envs()[0],
             gateway_envs()[1],
         ];
-        let mut node = spawn_process(&envs);
-        let status = node
-            .wait_exit(Duration::from_secs(30))
-            .await
-            .unwrap_or_else(|| {
-                panic!(
-                    "partitions={partitions}: the node kept running; stderr:\n{}",
-                    node.stderr()
-                )
-            });
-        let stderr = node.stderr();
-        assert!(!status.success(), "exited with {status}");
+        let (status, stderr) = spawn_process(&envs)
+            .expect_failure(Duration::from_secs(30), &format!("partitions={partitions}"))
+            .await;
         let line = stderr
             .lines()
             .find(|l| l.contains("NOTIFY_STREAM_PARTITIONS"))

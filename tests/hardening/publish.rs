@@ -43,19 +43,7 @@ async fn assert_refused(app: &TestApp, body: Vec<u8>, status: u16, codes: &[&str
         .send()
         .await
         .unwrap_or_else(|e| panic!("{why}: request failed: {e}"));
-    let got = resp.status().as_u16();
-    assert_eq!(got, status, "{why}: expected {status}");
-    let text = resp.text().await.unwrap();
-    let v: Value = serde_json::from_str(&text)
-        .unwrap_or_else(|e| panic!("{why}: error body is not JSON ({e}): {text:?}"));
-    assert!(
-        codes.iter().any(|c| v["error"] == json!(c)),
-        "{why}: error code not one of {codes:?}: {v}"
-    );
-    assert!(
-        v["message"].as_str().is_some_and(|m| !m.is_empty()),
-        "{why}: {v}"
-    );
+    assert_error_why(resp, status, codes, why).await;
 }
 
 #[tokio::test]
