@@ -47,6 +47,8 @@ pub struct Metrics {
     pub delivered: Counter,
     pub replayed: Counter,
     pub delivery_latency: Histogram,
+    /// Stream-info requests that checked live sequences (docs/protocol.md §2).
+    pub live_sequence_checks: Counter,
     pub bus_connected: Gauge,
     pub ready: Gauge,
     pub draining: Gauge,
@@ -96,6 +98,10 @@ impl Metrics {
             "notify_delivery_latency_seconds",
             "From this node receiving a notification to queueing it on its streams."
         );
+        describe_counter!(
+            "notify_live_sequence_checks_total",
+            "Stream-info requests made to check that a live message's sequence was stored (NATS bus)."
+        );
         describe_counter!("notify_auth_failures_total", "Refused tokens, by reason.");
         describe_gauge!(
             "notify_bus_connected",
@@ -117,6 +123,7 @@ impl Metrics {
             delivered: counter!("notify_notifications_delivered_total"),
             replayed: counter!("notify_notifications_replayed_total"),
             delivery_latency: histogram!("notify_delivery_latency_seconds"),
+            live_sequence_checks: counter!("notify_live_sequence_checks_total"),
             bus_connected: gauge!("notify_bus_connected"),
             ready: gauge!("notify_ready"),
             draining: gauge!("notify_draining"),

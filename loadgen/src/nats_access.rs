@@ -13,7 +13,12 @@ pub struct NatsAccess {
     #[arg(long, env = "NATS_USER", requires = "nats_password")]
     pub nats_user: Option<String>,
     /// NATS password (with --nats-user).
-    #[arg(long, env = "NATS_PASSWORD", requires = "nats_user", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "NATS_PASSWORD",
+        requires = "nats_user",
+        hide_env_values = true
+    )]
     pub nats_password: Option<String>,
     /// NATS `.creds` file (instead of a user and password).
     #[arg(long, env = "NATS_CREDS", conflicts_with = "nats_user")]

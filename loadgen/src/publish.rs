@@ -1,9 +1,9 @@
 //! Publishers: a fixed offered rate over HTTP keep-alive connections or NATS.
 
+use crate::nats_access::NatsAccess;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
-use crate::nats_access::NatsAccess;
 use std::time::{Duration, Instant};
 
 use tokio::net::TcpStream;

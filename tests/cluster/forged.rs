@@ -79,6 +79,12 @@ async fn forged_live_messages_are_not_delivered_and_move_no_cursor() {
     }
     admin.round_trip().await;
     node.wait_metric(FORGED.0, FORGED.1, |v| v == 2.0).await;
+    // The one above the last sequence was checked against the stream.
+    let checks = node
+        .metrics()
+        .await
+        .value_or_zero("notify_live_sequence_checks_total", &[]);
+    assert!(checks >= 1.0, "stream-info checks: {checks}");
 
     let producer = NatsClient::connect(nats.servers[0].port).await;
     real_notifications_still_flow(&node, &producer, stream, "u1").await;

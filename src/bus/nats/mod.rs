@@ -399,12 +399,6 @@ impl NatsBus {
         self.watermarks[partition.min(self.watermarks.len() - 1)].clone()
     }
 
-    /// Stream-info requests made so far to check live sequences (all
-    /// streams): the cost of the check.
-    pub fn plausibility_refreshes(&self) -> u64 {
-        self.watermarks.iter().map(|w| w.refreshes()).sum()
-    }
-
     /// The stream that holds `user`'s notifications.
     fn stream_for(&self, user: &UserId) -> Result<&stream::Stream, BusError> {
         let streams = self.streams.get().ok_or(BusError::Unavailable)?;

@@ -22,6 +22,8 @@ use std::time::Duration;
 
 use async_nats::jetstream::stream;
 
+use crate::metrics::metrics;
+
 /// Longest wait for one stream-info reply.
 const REFRESH_TIMEOUT: Duration = Duration::from_secs(5);
 /// Stream-info replies after a message's arrival that must all show it
@@ -47,19 +49,12 @@ pub(super) struct Watermark {
     known: AtomicU64,
     /// One stream-info request at a time; later messages wait for it.
     refresh: tokio::sync::Mutex<()>,
-    /// Stream-info requests made (for the cost measurement in tests/bench).
-    refreshes: AtomicU64,
 }
 
 impl Watermark {
     /// Records that `sequence` exists in the stream.
     pub(super) fn saw(&self, sequence: u64) {
         self.known.fetch_max(sequence, Ordering::AcqRel);
-    }
-
-    /// How many stream-info requests this watermark made.
-    pub(super) fn refreshes(&self) -> u64 {
-        self.refreshes.load(Ordering::Relaxed)
     }
 
     /// Whether `stream` stored a message with `sequence`.
@@ -74,7 +69,7 @@ impl Watermark {
                 return Verdict::Stored;
             }
             // Started after the message arrived (it holds the lock now).
-            self.refreshes.fetch_add(1, Ordering::Relaxed);
+            metrics().live_sequence_checks.increment(1);
             let last = match tokio::time::timeout(REFRESH_TIMEOUT, stream.get_info()).await {
                 Ok(Ok(info)) => info.state.last_sequence,
                 _ => return Verdict::Unknown,
