@@ -49,6 +49,10 @@ pub(super) struct Watermark {
     known: AtomicU64,
     /// One stream-info request at a time; later messages wait for it.
     refresh: tokio::sync::Mutex<()>,
+    /// Failed requests so far: a message that waited behind a failure
+    /// gives up at once instead of queueing its own timeout (while NATS
+    /// is away, every forwarder would otherwise wait its turn).
+    failures: AtomicU64,
 }
 
 impl Watermark {
@@ -64,15 +68,22 @@ impl Watermark {
             if sequence <= self.known.load(Ordering::Acquire) {
                 return Verdict::Stored;
             }
+            let failures = self.failures.load(Ordering::Acquire);
             let _one = self.refresh.lock().await;
             if sequence <= self.known.load(Ordering::Acquire) {
                 return Verdict::Stored;
+            }
+            if self.failures.load(Ordering::Acquire) != failures {
+                return Verdict::Unknown;
             }
             // Started after the message arrived (it holds the lock now).
             metrics().live_sequence_checks.increment(1);
             let last = match tokio::time::timeout(REFRESH_TIMEOUT, stream.get_info()).await {
                 Ok(Ok(info)) => info.state.last_sequence,
-                _ => return Verdict::Unknown,
+                _ => {
+                    self.failures.fetch_add(1, Ordering::AcqRel);
+                    return Verdict::Unknown;
+                }
             };
             self.saw(last);
             if sequence <= last {
