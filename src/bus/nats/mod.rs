@@ -3,6 +3,7 @@
 //! `settings` names the streams and subjects, `provision` creates or
 //! checks the streams (and the partition mapping), `history` reads a
 //! user's retained notifications, `live` subscribes an online user,
+//! `plausible` checks that a live message is one its stream stored,
 //! `publish` stores notifications from the HTTP publish path.
 //!
 //! - One stream captures `<prefix>.user.*` with a per-user depth
@@ -15,6 +16,7 @@
 //! - History is read per user with direct get "next by subject".
 //! - The republished `Nats-Last-Sequence` is the user's previous sequence:
 //!   the actor uses it to see a missed live message and repair the gap.
+//! - The node's replies arrive under `_NOTIFY_GW_INBOX` ([`INBOX_PREFIX`]).
 //! - After a reconnect, every online user is told to catch up from history,
 //!   because core messages sent while the node was away are gone.
 //! - The HTTP publish path uses JetStream publish with `Nats-Msg-Id`,
