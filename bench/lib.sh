@@ -233,7 +233,7 @@ machine_line() {
 }
 
 # start_cluster NODES: cluster/up in a private dir; sets NODE_URLS (array),
-# NODE_PIDS (array), NATS_URLS; gateway nodes pinned to SERVER_CORE.
+# NODE_PIDS (array), NATS_URLS, exports NATS_USER/NATS_PASSWORD (producer); gateway nodes pinned to SERVER_CORE.
 start_cluster() {
   bench_cluster_dir=$bench_tmp/cluster
   # One HTTP worker per node: the nodes are pinned after they start.
@@ -241,6 +241,9 @@ start_cluster() {
     NOTIFY_WORKERS=${NOTIFY_WORKERS:-1} "$bench_root/cluster/up" "$1" >&2
   # shellcheck disable=SC1091
   source "$bench_cluster_dir/env"
+  # NATS refuses anonymous clients: the load generator publishes as the
+  # producer user (its --nats-user / --nats-password read these).
+  export NATS_USER=$NATS_PRODUCER_USER NATS_PASSWORD=$NATS_PRODUCER_PASSWORD
   IFS=, read -r -a NODE_URLS <<<"$NOTIFY_NODE_URLS"
   NATS_URLS=$NOTIFY_NATS_URL
   mapfile -t NODE_PIDS < <(awk '$2=="node"{print $1}' "$bench_cluster_dir/pids")

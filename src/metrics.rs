@@ -18,6 +18,10 @@ pub enum DropReason {
     SlowConsumer,
     /// A bus message whose body is not JSON; it would corrupt the stream.
     InvalidPayload,
+    /// A live message that the user's stream did not store: another
+    /// `Nats-Stream`, or a sequence above that stream's last
+    /// (docs/protocol.md §2).
+    Forged,
 }
 
 /// Reasons a new stream is refused.
@@ -43,6 +47,8 @@ pub struct Metrics {
     pub delivered: Counter,
     pub replayed: Counter,
     pub delivery_latency: Histogram,
+    /// Stream-info requests that checked live sequences (docs/protocol.md §2).
+    pub live_sequence_checks: Counter,
     pub bus_connected: Gauge,
     pub ready: Gauge,
     pub draining: Gauge,
@@ -56,7 +62,7 @@ pub struct Metrics {
     pub jwks_last_success: Gauge,
     pub idempotency_keys: Gauge,
     pub idempotency_bytes: Gauge,
-    dropped: [Counter; 2],
+    dropped: [Counter; 3],
     rejected: [Counter; 4],
 }
 
@@ -102,6 +108,10 @@ impl Metrics {
             "notify_delivery_latency_seconds",
             "From this node receiving a notification to queueing it on its streams."
         );
+        describe_counter!(
+            "notify_live_sequence_checks_total",
+            "Stream-info requests made to check that a live message's sequence was stored (NATS bus)."
+        );
         describe_counter!("notify_auth_failures_total", "Refused tokens, by reason.");
         describe_gauge!(
             "notify_bus_connected",
@@ -141,6 +151,7 @@ impl Metrics {
             delivered: counter!("notify_notifications_delivered_total"),
             replayed: counter!("notify_notifications_replayed_total"),
             delivery_latency: histogram!("notify_delivery_latency_seconds"),
+            live_sequence_checks: counter!("notify_live_sequence_checks_total"),
             bus_connected: gauge!("notify_bus_connected"),
             ready: gauge!("notify_ready"),
             draining: gauge!("notify_draining"),
@@ -150,7 +161,11 @@ impl Metrics {
             jwks_last_success: gauge!("notify_jwks_last_success_timestamp_seconds"),
             idempotency_keys: gauge!("notify_idempotency_keys"),
             idempotency_bytes: gauge!("notify_idempotency_bytes"),
-            dropped: [dropped("slow_consumer"), dropped("invalid_payload")],
+            dropped: [
+                dropped("slow_consumer"),
+                dropped("invalid_payload"),
+                dropped("forged"),
+            ],
             rejected: [
                 rejected("per_user_limit"),
                 rejected("node_limit"),

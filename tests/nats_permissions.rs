@@ -563,7 +563,6 @@ fn the_rendered_model_has_no_anonymous_user_and_no_wildcard_grant() {
 /// permission violation for the gateway user (so nothing async-nats or the
 /// bus needs is missing from the model).
 #[tokio::test]
-#[ignore = "needs the gateway's NOTIFY_NATS_USER / NOTIFY_NATS_PASSWORD and _NOTIFY_GW_INBOX support (being added to src/); remove this line once `serve --help` lists NOTIFY_NATS_USER"]
 async fn the_gateway_binary_delivers_with_the_gateway_user() {
     const BIN: &str = env!("CARGO_BIN_EXE_campusbite-notify");
     const SECRET: &str = "permissions-test-secret-0123456789";

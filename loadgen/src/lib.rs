@@ -11,6 +11,7 @@
 //! `--users`, `--run-users`): each subscriber process knows from these
 //! alone what it must receive.
 
+pub mod nats_access;
 pub mod net;
 pub mod publish;
 pub mod stats;
@@ -135,6 +136,9 @@ pub struct LoadgenArgs {
     /// With `--publish-nats`: core publish, no acks.
     #[arg(long)]
     pub nats_core: bool,
+    /// With `--publish-nats`: the NATS credentials (a producer user).
+    #[command(flatten)]
+    pub nats_access: nats_access::NatsAccess,
     /// NATS subject prefix.
     #[arg(
         long,
@@ -626,11 +630,13 @@ fn publish_via(args: &LoadgenArgs) -> Result<Via, String> {
             Via::NatsCore {
                 urls: urls.clone(),
                 prefix,
+                access: args.nats_access.clone(),
             }
         } else {
             Via::NatsJetStream {
                 urls: urls.clone(),
                 prefix,
+                access: args.nats_access.clone(),
             }
         });
     }

@@ -1,5 +1,6 @@
 //! Publishers: a fixed offered rate over HTTP keep-alive connections or NATS.
 
+use crate::nats_access::NatsAccess;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -16,9 +17,17 @@ pub enum Via {
     /// `POST /api/notifications/publish` (or nchan's `POST /pub/<user>`).
     Http { target: Target, token: String },
     /// JetStream publish with `Nats-Msg-Id`, waiting for the ack.
-    NatsJetStream { urls: String, prefix: String },
+    NatsJetStream {
+        urls: String,
+        prefix: String,
+        access: NatsAccess,
+    },
     /// Core NATS publish (best effort).
-    NatsCore { urls: String, prefix: String },
+    NatsCore {
+        urls: String,
+        prefix: String,
+        access: NatsAccess,
+    },
 }
 
 /// What to publish.
@@ -153,10 +162,13 @@ pub async fn run(plan: PublishPlan) -> Result<Arc<PublishStats>, String> {
     let stats = Arc::new(PublishStats::default());
     let conns = plan.conns.max(1);
     let nats = match &plan.via {
-        Via::NatsJetStream { urls, .. } | Via::NatsCore { urls, .. } => {
+        Via::NatsJetStream { urls, access, .. } | Via::NatsCore { urls, access, .. } => {
             let urls: Vec<String> = urls.split(',').map(|u| u.trim().to_owned()).collect();
             Some(
-                async_nats::connect(urls)
+                access
+                    .options()
+                    .await?
+                    .connect(urls)
                     .await
                     .map_err(|e| format!("NATS: {e}"))?,
             )

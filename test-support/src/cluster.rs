@@ -20,10 +20,12 @@ use crate::{http_client, new_secret, note, tail, wait_for, PUBLISH, SUBSCRIBE};
 // ---------------------------------------------------------------------------
 
 impl Node {
-    /// A gateway node on the NATS servers `urls` with `replicas` stream replicas.
+    /// A gateway node on the NATS servers `urls` with `replicas` stream
+    /// replicas, connecting as the permission model's gateway user.
     pub fn on_nats(self, urls: &str, replicas: usize) -> Node {
         self.env("NOTIFY_NATS_URL", urls)
             .env("NOTIFY_STREAM_REPLICAS", &replicas.to_string())
+            .envs(&crate::nats_auth::gateway_envs())
     }
 
     /// Starts the node and waits until `/readyz` is 200.

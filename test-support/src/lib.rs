@@ -30,6 +30,7 @@ pub mod cluster;
 pub mod in_process;
 pub mod metrics;
 pub mod nats;
+pub mod nats_auth;
 pub mod node;
 pub mod sse;
 pub mod tokens;
@@ -45,6 +46,7 @@ pub use nats::{
     free_ports, nats_bin, next_msg, partition_mapping, Nats, NatsClient, NatsServer, TempDir,
     STREAM, USER_SUBJECT,
 };
+pub use nats_auth::{gateway_envs, users, NatsUser, NatsUsers};
 pub use node::{Node, RawProcess, TestApp};
 pub use sse::{SseEvent, SseItem, SseParser, SseStream};
 pub use tokens::{publisher_token, sign_hs256, user_token};

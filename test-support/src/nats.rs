@@ -1,5 +1,6 @@
 //! `nats-server` processes (one, or a 3-server JetStream cluster from
-//! `cluster/nats-node.conf`) on free loopback ports, and a producer's NATS
+//! `cluster/nats-node.conf`) on free loopback ports, every one with the
+//! shipped permission model ([`crate::nats_auth`]), and a producer's NATS
 //! client on `async-nats`.
 
 use std::path::{Path, PathBuf};
@@ -11,6 +12,7 @@ use async_nats::jetstream::{self, message::PublishMessage};
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 
+use crate::nats_auth::{self, users, NatsUser, PREFIX};
 use crate::node::capture;
 use crate::{random_hex, tail, wait_for};
 
@@ -135,26 +137,38 @@ impl NatsServer {
         server
     }
 
-    /// A stand-alone JetStream server with file storage in `store`.
+    /// A stand-alone JetStream server with file storage in `store` and the
+    /// permission model of one stream.
     pub fn single(name: &str, store: &Path) -> Self {
+        Self::single_for(name, store, 1)
+    }
+
+    /// A stand-alone JetStream server with file storage in `store` and the
+    /// permission model of `partitions` streams (no subject mapping).
+    pub fn single_for(name: &str, store: &Path, partitions: u32) -> Self {
         let ports = free_ports(2);
         let (port, http) = (ports[0], ports[1]);
         let store = store.to_path_buf();
+        let auth = store.join("nats-auth.conf");
+        nats_auth::write_auth_conf(&auth, partitions);
         let n = name.to_string();
         let command = move || {
             let mut cmd = Command::new(nats_bin());
-            cmd.args([
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-                "-m",
-                &http.to_string(),
-                "-js",
-                "-sd",
-            ])
-            .arg(&store)
-            .args(["-n", &n]);
+            nats_auth::server_env(&mut cmd);
+            cmd.arg("-c")
+                .arg(&auth)
+                .args([
+                    "-a",
+                    "127.0.0.1",
+                    "-p",
+                    &port.to_string(),
+                    "-m",
+                    &http.to_string(),
+                    "-js",
+                    "-sd",
+                ])
+                .arg(&store)
+                .args(["-n", &n]);
             cmd
         };
         Self::spawn(name.to_string(), port, http, Box::new(command))
@@ -287,8 +301,14 @@ pub struct Nats {
 impl Nats {
     /// One JetStream server with file storage.
     pub async fn single() -> Nats {
+        Self::single_for(1).await
+    }
+
+    /// One JetStream server whose permission model has `partitions`
+    /// streams (but no subject mapping).
+    pub async fn single_for(partitions: u32) -> Nats {
         let dir = TempDir::new("nats");
-        let server = NatsServer::single("s1", dir.path());
+        let server = NatsServer::single_for("s1", dir.path(), partitions);
         server.wait_js_ready(false, Duration::from_secs(20)).await;
         Nats {
             servers: vec![server],
@@ -305,17 +325,29 @@ impl Nats {
     /// Three servers from the template with the subject mapping of
     /// partitioned mode (`partitions` streams), as `cluster/up` writes it.
     pub async fn cluster_partitioned(partitions: u32) -> Nats {
-        Self::cluster_with(&partition_mapping(partitions)).await
+        Self::cluster_model(&partition_mapping(partitions), partitions).await
     }
 
     /// Three servers from the template plus `extra` configuration.
     pub async fn cluster_with(extra: &str) -> Nats {
+        Self::cluster_model(extra, 1).await
+    }
+
+    /// Three servers from the template plus `extra` configuration, with the
+    /// permission model of `partitions` streams (included from
+    /// `nats-auth.conf` next to the config; see [`Nats::use_model`]).
+    pub async fn cluster_model(extra: &str, partitions: u32) -> Nats {
         let dir = TempDir::new("nats");
         let ports = free_ports(9);
         let template = repo_root().join("cluster/nats-node.conf");
         let conf = dir.path().join("nats-node.conf");
         let text = std::fs::read_to_string(&template).expect("cluster/nats-node.conf");
-        std::fs::write(&conf, format!("{text}\n{extra}\n")).expect("write the NATS config");
+        nats_auth::write_auth_conf(&dir.path().join("nats-auth.conf"), partitions);
+        std::fs::write(
+            &conf,
+            format!("{text}\n{extra}\ninclude ./nats-auth.conf\n"),
+        )
+        .expect("write the NATS config");
         let routes: Vec<String> = (0..3)
             .map(|i| format!("nats-route://127.0.0.1:{}", ports[6 + i]))
             .collect();
@@ -328,6 +360,7 @@ impl Nats {
             let (conf, routes, n) = (conf.clone(), routes.clone(), name.clone());
             let command = move || {
                 let mut cmd = Command::new(nats_bin());
+                nats_auth::server_env(&mut cmd);
                 cmd.arg("-c")
                     .arg(&conf)
                     .env("NATS_NAME", &n)
@@ -350,6 +383,14 @@ impl Nats {
             conf: Some(conf),
             _dir: dir,
         }
+    }
+
+    /// Rewrites a cluster's permission model for `partitions` streams;
+    /// servers read it at their next start.
+    pub fn use_model(&self, partitions: u32) {
+        let conf = self.conf.as_ref().expect("a cluster has a config file");
+        let dir = conf.parent().expect("the config's folder");
+        nats_auth::write_auth_conf(&dir.join("nats-auth.conf"), partitions);
     }
 
     /// `NOTIFY_NATS_URL` for every server.
@@ -454,11 +495,27 @@ pub struct NatsClient {
 }
 
 impl NatsClient {
-    /// Connects to the server on `port`.
+    /// Connects to the server on `port` as the shipped model's producer
+    /// user (what a real producer may do: publish and read its acks).
     pub async fn connect(port: u16) -> NatsClient {
+        Self::connect_as(port, &users().producer).await
+    }
+
+    /// Connects as the test-only admin user: for fault injection (leader
+    /// step-downs), subscriptions and forged messages only.
+    pub async fn connect_admin(port: u16) -> NatsClient {
+        Self::connect_as(port, &users().admin).await
+    }
+
+    /// Connects to the server on `port` as `who`.
+    pub async fn connect_as(port: u16, who: &NatsUser) -> NatsClient {
+        let options = async_nats::ConnectOptions::with_user_and_password(
+            who.user.clone(),
+            who.password.clone(),
+        );
         let client = tokio::time::timeout(
             Duration::from_secs(10),
-            async_nats::connect(format!("nats://127.0.0.1:{port}")),
+            options.connect(format!("nats://127.0.0.1:{port}")),
         )
         .await
         .expect("NATS connect within the deadline")
@@ -468,19 +525,28 @@ impl NatsClient {
         NatsClient { client, js }
     }
 
-    /// Returns once the server has processed everything sent before: it
-    /// echoes a message on a fresh inbox back to this connection.
+    /// Returns once the server has processed everything sent before: a
+    /// request to a subject nobody serves and no stream captures (two
+    /// tokens after `user.`), which the server answers with "no
+    /// responders" on this connection's inbox. Allowed for the producer
+    /// user, unlike an echo on its own inbox.
     pub async fn round_trip(&self) {
-        let inbox = self.client.new_inbox();
-        let mut echo = self.client.subscribe(inbox.clone()).await.expect("SUB");
-        self.client
-            .publish(inbox, "".into())
-            .await
-            .expect("PUB to own inbox");
-        tokio::time::timeout(Duration::from_secs(10), echo.next())
-            .await
-            .expect("the echo within the deadline")
-            .expect("the echo");
+        let subject = format!("{PREFIX}.user.$round-trip.{}", crate::random_hex(8));
+        let reply = tokio::time::timeout(
+            Duration::from_secs(10),
+            self.client.request(subject, "".into()),
+        )
+        .await
+        .expect("the round trip within the deadline");
+        assert!(
+            matches!(&reply, Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders),
+            "expected no responders, got {reply:?}"
+        );
+    }
+
+    /// The underlying connection (e.g. for headers on a forged message).
+    pub fn client(&self) -> &async_nats::Client {
+        &self.client
     }
 
     /// A core publish (no ack), processed by the server on return.

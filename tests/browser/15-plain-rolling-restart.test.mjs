@@ -23,7 +23,7 @@ test('plain page: a rolling restart behind a lagging load balancer loses nothing
   const pages = await startStatic(res, { '/plain.html': PLAIN_HTML });
   const nats = await startNatsSingle(res);
   // The node keeps listening (answering `draining`) for grace - 1.5 s.
-  const env = { NOTIFY_NATS_URL: nats.url, NOTIFY_CORS_ORIGINS: pages.origin, NOTIFY_SHUTDOWN_GRACE: '20s' };
+  const env = { NOTIFY_NATS_URL: nats.url, NOTIFY_CORS_ORIGINS: pages.origin, NOTIFY_SHUTDOWN_GRACE: '20s', ...nats.gatewayEnv };
   let nodeA = await startGateway(res, env, { name: 'nodeA' });
   const nodeB = await startGateway(res, env, { name: 'nodeB' });
   const lb = await startReverseProxy(res, nodeA.port);

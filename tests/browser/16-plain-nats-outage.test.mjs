@@ -21,7 +21,7 @@ test('plain page: a 20 s NATS outage while it reconnects, then it recovers by it
   const res = resources(t, 'plain-nats-outage');
   const pages = await startStatic(res, { '/plain.html': PLAIN_HTML });
   const nats = await startNatsSingle(res);
-  const gw = await startGateway(res, { NOTIFY_NATS_URL: nats.url, NOTIFY_CORS_ORIGINS: pages.origin });
+  const gw = await startGateway(res, { NOTIFY_NATS_URL: nats.url, NOTIFY_CORS_ORIGINS: pages.origin, ...nats.gatewayEnv });
   const lb = await startReverseProxy(res, gw.port);
   const token = mintToken({ user: USER });
 

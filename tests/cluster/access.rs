@@ -5,16 +5,7 @@
 use std::time::Duration;
 
 use crate::helpers::spawn_process;
-use crate::support::{new_secret, report, start_node, Nats};
-
-/// The servers' users: the gateways' and nobody else.
-const AUTHORIZATION: &str = r#"
-authorization {
-  users = [
-    { user: "gateway", password: "gateway-password-1" }
-  ]
-}
-"#;
+use crate::support::{new_secret, report, start_node, users, Nats};
 
 /// Starts a node that must stop at once; returns its one `error:` line.
 async fn start_up_error(envs: &[(&str, &str)]) -> String {
@@ -32,20 +23,14 @@ async fn start_up_error(envs: &[(&str, &str)]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_connects_with_its_user_and_is_refused_with_a_wrong_password() {
-    let nats = Nats::cluster_with(AUTHORIZATION).await;
+    // The shipped permission model (every test cluster runs with it).
+    let nats = Nats::cluster().await;
     let secret = new_secret();
     let urls = nats.urls();
+    let gateway = users().gateway.user.as_str();
 
-    let node = start_node(
-        &secret,
-        &urls,
-        3,
-        &[
-            ("NOTIFY_NATS_USER", "gateway"),
-            ("NOTIFY_NATS_PASSWORD", "gateway-password-1"),
-        ],
-    )
-    .await;
+    // start_node passes the gateway user's credentials.
+    let node = start_node(&secret, &urls, 3, &[]).await;
     assert!(node.publish_n("u1", 1).await > 0, "a publish is stored");
 
     let base: Vec<(&str, &str)> = vec![
@@ -55,7 +40,7 @@ async fn a_node_connects_with_its_user_and_is_refused_with_a_wrong_password() {
     ];
     let mut wrong = base.clone();
     wrong.extend([
-        ("NOTIFY_NATS_USER", "gateway"),
+        ("NOTIFY_NATS_USER", gateway),
         ("NOTIFY_NATS_PASSWORD", "not-the-password"),
     ]);
     let line = start_up_error(&wrong).await;

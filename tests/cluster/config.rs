@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use crate::helpers::spawn_process;
-use crate::support::{new_secret, report, start_node, status_of, Nats};
+use crate::support::{gateway_envs, new_secret, report, start_node, status_of, Nats};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_refuses_an_existing_stream_with_an_incompatible_config() {
@@ -17,6 +17,8 @@ async fn a_node_refuses_an_existing_stream_with_an_incompatible_config() {
         ("NOTIFY_JWT_SECRET", &secret),
         ("NOTIFY_NATS_URL", &urls),
         ("NOTIFY_STREAM_REPLICAS", "1"),
+        gateway_envs()[0],
+        gateway_envs()[1],
     ];
     for (setting, value) in [
         ("NOTIFY_HISTORY_DEPTH", "5"),

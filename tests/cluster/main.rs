@@ -15,6 +15,7 @@ use support as helpers;
 mod access;
 mod config;
 mod cross_node;
+mod forged;
 mod idempotency;
 mod isolation;
 mod nats_kill;

@@ -111,7 +111,8 @@ async fn killing_the_non_leader_nats_server_a_node_uses_loses_nothing() {
             Duration::from_secs(10),
         )
         .await;
-    let raw = NatsClient::connect(nats.servers[(with_node + 1) % 3].port).await;
+    // Fault injection: the test-only admin user may ask for a step-down.
+    let raw = NatsClient::connect_admin(nats.servers[(with_node + 1) % 3].port).await;
     let mut stepdowns = 0;
     let deadline = Instant::now() + Duration::from_secs(30);
     let leader = loop {

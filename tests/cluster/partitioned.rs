@@ -9,8 +9,8 @@ use campusbite_notify::bus::nats::partition_of;
 
 use crate::helpers::{note, spawn_process};
 use crate::support::{
-    messages, new_secret, next_msg, partition_mapping, report, resume, start_node, two_nodes, Nats,
-    NatsClient, TwoNodes, STREAM, USER_SUBJECT,
+    gateway_envs, messages, new_secret, next_msg, partition_mapping, report, resume, start_node,
+    two_nodes, Nats, NatsClient, TwoNodes, STREAM, USER_SUBJECT,
 };
 
 const PARTITIONS: u32 = 4;
@@ -154,11 +154,12 @@ async fn the_gateways_partition_function_agrees_with_the_nats_servers() {
     }
     conf.push_str("}\n");
     let nats = Nats::cluster_with(&conf).await;
-    let mut sub = NatsClient::connect(nats.servers[1].port)
+    // Probe subjects outside the model: the test-only admin user.
+    let mut sub = NatsClient::connect_admin(nats.servers[1].port)
         .await
         .subscribe("mapped.>")
         .await;
-    let publisher = NatsClient::connect(nats.servers[1].port).await;
+    let publisher = NatsClient::connect_admin(nats.servers[1].port).await;
 
     let ids = many_user_ids(3000);
     let mut checked = 0;
@@ -205,7 +206,8 @@ async fn a_node_refuses_a_partition_count_the_servers_do_not_map() {
     // Servers map 4 partitions; nodes configured for 3, and for 4 against a
     // server without the mapping, must stop with an error naming the setting.
     let mapped = Nats::cluster_partitioned(PARTITIONS).await;
-    let plain = Nats::single().await;
+    // The model of 4 streams, but no mapping.
+    let plain = Nats::single_for(PARTITIONS).await;
     let secret = new_secret();
     for (urls, partitions, replicas) in [(mapped.urls(), "3", "3"), (plain.urls(), "4", "1")] {
         let envs: Vec<(&str, &str)> = vec![
@@ -213,6 +215,8 @@ async fn a_node_refuses_a_partition_count_the_servers_do_not_map() {
             ("NOTIFY_NATS_URL", &urls),
             ("NOTIFY_STREAM_REPLICAS", replicas),
             ("NOTIFY_STREAM_PARTITIONS", partitions),
+            gateway_envs()[0],
+            gateway_envs()[1],
         ];
         let (status, stderr) = spawn_process(&envs)
             .expect_failure(Duration::from_secs(30), &format!("partitions={partitions}"))
@@ -256,6 +260,7 @@ async fn moving_from_one_stream_to_partitions_keeps_every_users_ids_increasing()
     let mut text = std::fs::read_to_string(&conf).expect("read the NATS config");
     text.push_str(&partition_mapping(PARTITIONS));
     std::fs::write(&conf, text).expect("write the NATS config");
+    nats.use_model(PARTITIONS);
     for s in &mut nats.servers {
         s.kill9();
     }

@@ -212,6 +212,7 @@ does; .ci/validate-deploy.sh compares the two outputs. */}}
 {{- end }}
 {{- if $keep }}
 {{- $line = replace "@PREFIX@" $prefix $line }}
+{{- $line = replace "@BASE@" $base $line }}
 {{- if contains "@STREAM@" $line }}
 {{- range $s := $streams }}
 {{ replace "@STREAM@" $s $line }}

@@ -52,6 +52,11 @@ struct Args {
     /// NATS server URLs, comma-separated; node n connects to server n mod count.
     #[arg(long)]
     nats: String,
+    /// NATS credentials: a user that may subscribe to and publish on the
+    /// live subjects (the shipped model grants the latter to no one, so
+    /// this model needs a NATS without it or a user of its own).
+    #[command(flatten)]
+    access: campusbite_loadgen::nats_access::NatsAccess,
     #[arg(long, value_enum)]
     mode: Mode,
     #[arg(long, default_value_t = 100_000)]
@@ -136,7 +141,10 @@ async fn main() -> Result<(), String> {
     let mut nodes = Vec::new();
     for n in 0..args.nodes {
         let url = &urls[(n as usize) % urls.len()];
-        let client = async_nats::ConnectOptions::new()
+        let client = args
+            .access
+            .options()
+            .await?
             .subscription_capacity(4096)
             .connect(url.as_str())
             .await
@@ -238,7 +246,11 @@ async fn main() -> Result<(), String> {
     phase(&args.dir, "subscribed").await;
 
     // 2. Publish (the stream leader's RePublish, as core publishes).
-    let publisher = async_nats::connect(urls[0].as_str())
+    let publisher = args
+        .access
+        .options()
+        .await?
+        .connect(urls[0].as_str())
         .await
         .map_err(|e| e.to_string())?;
     let payload = bytes::Bytes::from(vec![b'x'; args.payload]);

@@ -36,6 +36,7 @@ impl NatsBus {
     ) -> Result<History, BusError> {
         let stream = self.stream_for(&user)?;
         let subject = self.settings.stored_subject(&user);
+        let watermark = self.watermark_for(&user);
         let mut history = History::default();
         // Inclusive: if `after` itself is still retained for this user,
         // nothing newer can have been evicted (eviction takes the oldest).
@@ -61,6 +62,7 @@ impl NatsBus {
                     history.truncated = true;
                 }
             }
+            watermark.saw(message.sequence);
             next = message.sequence + 1;
             if message.sequence <= after.0 {
                 continue;

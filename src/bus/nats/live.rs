@@ -1,17 +1,22 @@
 //! Live delivery: a core-NATS subscription to `<prefix>.live.<user>` while
-//! the user is online on this node.
+//! the user is online on this node. A live message is delivered only if the
+//! user's stream stored it: its `Nats-Stream` must be that stream (a
+//! producer may publish straight into another partition's stream, which
+//! republishes with its own sequence) and its sequence must not be above
+//! the stream's last ([`super::plausible`]).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix::Recipient;
-use async_nats::header::{NATS_LAST_SEQUENCE, NATS_SEQUENCE};
+use async_nats::header::{NATS_LAST_SEQUENCE, NATS_SEQUENCE, NATS_STREAM};
 use async_nats::jetstream;
 use async_nats::HeaderMap;
 use dashmap::DashMap;
 use futures_util::StreamExt;
 
+use super::plausible::Verdict;
 use super::NatsBus;
 use crate::bus::{BusError, BusMessage, Subscription};
 use crate::event::{Event, EventId, Payload};
@@ -42,11 +47,15 @@ impl NatsBus {
             .await
             .map_err(|_| BusError::Unavailable)?
             .map_err(|e| BusError::Other(e.to_string()))?;
+        let watermark = self.watermark_for(&user);
         let head = match stream
             .direct_get_last_for_subject(self.settings.stored_subject(&user))
             .await
         {
-            Ok(message) => EventId(message.sequence),
+            Ok(message) => {
+                watermark.saw(message.sequence);
+                EventId(message.sequence)
+            }
             Err(e) if matches!(e.kind(), jetstream::stream::DirectGetErrorKind::NotFound) => {
                 EventId(0)
             }
@@ -54,11 +63,32 @@ impl NatsBus {
         };
         let token = self.next_token.fetch_add(1, Ordering::Relaxed);
         self.subscribers.insert(user.clone(), (token, to.clone()));
+        let stream = stream.clone();
+        let stream_name = stream.cached_info().config.name.clone();
         let forward = tokio::spawn(async move {
+            // One message at a time: a held message holds back the later
+            // ones (order kept); they wait in the bounded subscription.
             while let Some(message) = live.next().await {
-                match live_event(&message.headers, &message.payload) {
-                    Some(event) => to.do_send(BusMessage::Event(event)),
-                    None => metrics().dropped(DropReason::InvalidPayload).increment(1),
+                let event = match live_event(&message.headers, &message.payload, &stream_name) {
+                    Ok(event) => event,
+                    Err(reason) => {
+                        metrics().dropped(reason).increment(1);
+                        continue;
+                    }
+                };
+                match watermark.check(&stream, event.id.0).await {
+                    Verdict::Stored => to.do_send(BusMessage::Event(event)),
+                    Verdict::Forged => {
+                        tracing::warn!(
+                            stream = %stream_name,
+                            sequence = event.id.0,
+                            "live message above the stream's last sequence dropped"
+                        );
+                        metrics().dropped(DropReason::Forged).increment(1);
+                    }
+                    // Unverifiable now: catch up from history, which holds
+                    // only stored messages (this one too, if it is real).
+                    Verdict::Unknown => to.do_send(BusMessage::Resync),
                 }
             }
         });
@@ -74,14 +104,22 @@ impl NatsBus {
     }
 }
 
-/// Turns a republished message into an event; `None` if it is unusable.
-fn live_event(headers: &Option<HeaderMap>, payload: &[u8]) -> Option<Event> {
-    let headers = headers.as_ref()?;
+/// Turns a message republished by `stream` into an event, or says why it
+/// is dropped: not from `stream` (forged), or unusable.
+fn live_event(
+    headers: &Option<HeaderMap>,
+    payload: &[u8],
+    stream: &str,
+) -> Result<Event, DropReason> {
+    let headers = headers.as_ref().ok_or(DropReason::InvalidPayload)?;
+    if headers.get(NATS_STREAM).map(|s| s.as_str()) != Some(stream) {
+        return Err(DropReason::Forged);
+    }
     let number = |name| -> Option<u64> { headers.get(name)?.as_str().parse().ok() };
-    let id = number(NATS_SEQUENCE)?;
+    let id = number(NATS_SEQUENCE).ok_or(DropReason::InvalidPayload)?;
     let previous = number(NATS_LAST_SEQUENCE).filter(|&p| p > 0).map(EventId);
-    let payload = Payload::from_json(payload).ok()?;
-    Some(sse::event(EventId(id), previous, &payload))
+    let payload = Payload::from_json(payload).map_err(|_| DropReason::InvalidPayload)?;
+    Ok(sse::event(EventId(id), previous, &payload))
 }
 
 /// Ends a live subscription: stops the forwarder (dropping the NATS

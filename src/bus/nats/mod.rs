@@ -3,6 +3,7 @@
 //! `settings` names the streams and subjects, `provision` creates or
 //! checks the streams (and the partition mapping), `history` reads a
 //! user's retained notifications, `live` subscribes an online user,
+//! `plausible` checks that a live message is one its stream stored,
 //! `publish` stores notifications from the HTTP publish path.
 //!
 //! - One stream captures `<prefix>.user.*` with a per-user depth
@@ -15,6 +16,7 @@
 //! - History is read per user with direct get "next by subject".
 //! - The republished `Nats-Last-Sequence` is the user's previous sequence:
 //!   the actor uses it to see a missed live message and repair the gap.
+//! - The node's replies arrive under `_NOTIFY_GW_INBOX` ([`INBOX_PREFIX`]).
 //! - After a reconnect, every online user is told to catch up from history,
 //!   because core messages sent while the node was away are gone.
 //! - The HTTP publish path uses JetStream publish with `Nats-Msg-Id`,
@@ -32,6 +34,7 @@
 
 mod history;
 mod live;
+mod plausible;
 mod provision;
 mod publish;
 mod settings;
@@ -56,6 +59,10 @@ use provision::EnsureError;
 
 /// How long one JetStream publish waits for its ack before it is retried.
 const PUBLISH_ACK_TIMEOUT: Duration = Duration::from_secs(2);
+/// The gateway's reply inbox prefix. The permission model lets only the
+/// gateway user read `_NOTIFY_GW_INBOX.>`, so producers (who may read
+/// `_INBOX.>`) never see the direct-get replies that carry notifications.
+pub const INBOX_PREFIX: &str = "_NOTIFY_GW_INBOX";
 /// Live messages buffered per user subscription before NATS drops some
 /// (a drop is a gap, which the actor repairs from history).
 const SUBSCRIPTION_CAPACITY: usize = 4096;
@@ -223,6 +230,8 @@ pub struct NatsBus {
     jetstream: jetstream::Context,
     /// One stream per partition (one in all when not partitioned).
     streams: tokio::sync::OnceCell<Vec<stream::Stream>>,
+    /// Per stream (same order): the highest sequence known to exist.
+    watermarks: Vec<Arc<plausible::Watermark>>,
     connected: Arc<AtomicBool>,
     subscribers: Arc<DashMap<UserId, (u64, Recipient<BusMessage>)>>,
     next_token: AtomicU64,
@@ -286,6 +295,7 @@ impl NatsBus {
             .connect_options()
             .await?
             .name("campusbite-notify")
+            .custom_inbox_prefix(INBOX_PREFIX)
             .connection_timeout(Duration::from_secs(2))
             .ping_interval(Duration::from_secs(5))
             .request_timeout(Some(Duration::from_secs(5)))
@@ -304,11 +314,15 @@ impl NatsBus {
         let jetstream = jetstream::ContextBuilder::new()
             .timeout(PUBLISH_ACK_TIMEOUT)
             .build(client.clone());
+        let watermarks = (0..settings.partitions.max(1))
+            .map(|_| Arc::default())
+            .collect();
         let bus = Arc::new(Self {
             settings,
             client,
             jetstream,
             streams: tokio::sync::OnceCell::new(),
+            watermarks,
             connected,
             subscribers,
             next_token: AtomicU64::new(0),
@@ -380,6 +394,12 @@ impl NatsBus {
                 }
             }
         });
+    }
+
+    /// The watermark of the stream that holds `user`'s notifications.
+    fn watermark_for(&self, user: &UserId) -> Arc<plausible::Watermark> {
+        let partition = self.settings.partition(user) as usize;
+        self.watermarks[partition.min(self.watermarks.len() - 1)].clone()
     }
 
     /// The stream that holds `user`'s notifications.

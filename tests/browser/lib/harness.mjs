@@ -5,6 +5,7 @@
 // its `Resources` and stopped when the test ends (and on exit, as a fallback).
 
 import { spawn, execFileSync } from 'node:child_process';
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
@@ -288,11 +289,21 @@ export function natsBin() {
   return fs.existsSync(venv) ? venv : 'nats-server';
 }
 
-/** Three JetStream servers with routes (cluster/nats-node.conf); returns their URLs. */
+/**
+ * Three JetStream servers with routes (cluster/nats-node.conf) and the
+ * shipped permission model (cluster/render-nats-auth, generated passwords).
+ * Returns their URLs, `gatewayEnv` (NOTIFY_NATS_USER/PASSWORD of the gateway
+ * user, for startGateway) and `producer` ({user, password}).
+ */
 export async function startNatsCluster(res) {
   const ports = await freePorts(9);
   const store = res.tmpdir('nats');
-  const conf = path.join(ROOT, 'cluster/nats-node.conf');
+  const conf = path.join(store, 'nats-node.conf');
+  const auth = execFileSync(path.join(ROOT, 'cluster/render-nats-auth'), [], { encoding: 'utf8' });
+  fs.writeFileSync(conf, `${fs.readFileSync(path.join(ROOT, 'cluster/nats-node.conf'), 'utf8')}\n${auth}`);
+  const secret = () => crypto.randomBytes(16).toString('hex');
+  const gateway = { user: 'notify-gateway', password: secret() };
+  const producer = { user: 'notify-producer', password: secret() };
   const routes = [0, 1, 2].map((i) => `nats-route://127.0.0.1:${ports[6 + i]}`);
   const servers = [];
   for (let i = 0; i < 3; i++) {
@@ -309,6 +320,10 @@ export async function startNatsCluster(res) {
         NATS_ROUTE_1: routes[0],
         NATS_ROUTE_2: routes[1],
         NATS_ROUTE_3: routes[2],
+        NATS_GATEWAY_USER: `"${gateway.user}"`,
+        NATS_GATEWAY_PASSWORD: `"${gateway.password}"`,
+        NATS_PRODUCER_USER: `"${producer.user}"`,
+        NATS_PRODUCER_PASSWORD: `"${producer.password}"`,
       },
     });
     child.stdout.pipe(child.log, { end: false });
@@ -322,7 +337,8 @@ export async function startNatsCluster(res) {
       return j.status === 200 && !!JSON.parse(j.body)?.meta_cluster?.leader;
     }, { timeout: 30000, interval: 100 });
   }
-  return { servers, urls: servers.map((s) => s.url).join(',') };
+  const gatewayEnv = { NOTIFY_NATS_USER: gateway.user, NOTIFY_NATS_PASSWORD: gateway.password };
+  return { servers, urls: servers.map((s) => s.url).join(','), gatewayEnv, producer };
 }
 
 /**
@@ -331,7 +347,7 @@ export async function startNatsCluster(res) {
  */
 export async function startTwoNodes(res) {
   const nats = await startNatsCluster(res);
-  const env = { NOTIFY_NATS_URL: nats.urls, NOTIFY_STREAM_REPLICAS: '3' };
+  const env = { NOTIFY_NATS_URL: nats.urls, NOTIFY_STREAM_REPLICAS: '3', ...nats.gatewayEnv };
   const node1 = await startGateway(res, env, { name: 'node1' });
   const node2 = await startGateway(res, env, { name: 'node2' });
   const lb = await startProxy(res, node1.port);

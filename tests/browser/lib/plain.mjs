@@ -4,6 +4,8 @@
 // routing to a draining node until told), a single nats-server that can be
 // stopped and started again on the same port and store, and publishers.
 
+import crypto from 'node:crypto';
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
@@ -137,19 +139,40 @@ export async function startReverseProxy(res, targetPort) {
 
 // ---- one nats-server that can be stopped and started again -------------------------
 
-/** One JetStream server; `stop()` kills it, `start()` brings it back on the same port and store. */
+/**
+ * One JetStream server with the shipped permission model
+ * (cluster/render-nats-auth, generated passwords); `stop()` kills it,
+ * `start()` brings it back on the same port and store. `gatewayEnv` holds
+ * the gateway user's NOTIFY_NATS_USER/PASSWORD for startGateway.
+ */
 export async function startNatsSingle(res, name = 'nats') {
   const [port, monitor] = await freePorts(2);
   const store = res.tmpdir('nats-store');
+  const conf = path.join(store, 'auth.conf');
+  fs.writeFileSync(conf, execFileSync(path.join(ROOT, 'cluster/render-nats-auth'), [], { encoding: 'utf8' }));
+  const secret = () => crypto.randomBytes(16).toString('hex');
+  const gateway = { user: 'notify-gateway', password: secret() };
+  const producer = { user: 'notify-producer', password: secret() };
   let runs = 0;
   const nats = {
     url: `nats://127.0.0.1:${port}`,
+    gatewayEnv: { NOTIFY_NATS_USER: gateway.user, NOTIFY_NATS_PASSWORD: gateway.password },
+    producer,
     child: null,
     async start() {
       runs += 1;
       this.child = res.spawn(`${name}-${runs}`, natsBin(), [
+        '-c', conf,
         '-n', name, '-a', '127.0.0.1', '-p', String(port), '-m', String(monitor), '-js', '-sd', store,
-      ]);
+      ], {
+        env: {
+          ...process.env,
+          NATS_GATEWAY_USER: `"${gateway.user}"`,
+          NATS_GATEWAY_PASSWORD: `"${gateway.password}"`,
+          NATS_PRODUCER_USER: `"${producer.user}"`,
+          NATS_PRODUCER_PASSWORD: `"${producer.password}"`,
+        },
+      });
       this.child.stdout.pipe(this.child.log, { end: false });
       await waitFor(`${name} JetStream ready`, async () =>
         (await request(`http://127.0.0.1:${monitor}/healthz?js-enabled-only=true`, { timeout: 2000 })).status === 200,
