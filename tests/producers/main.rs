@@ -1,105 +1,28 @@
 //! The producer examples (`examples/node-producer`, `examples/python-producer`)
 //! against a real NATS server with authorization and a real node: each
-//! example publishes over JetStream as the `producer` user (which may only
-//! publish `<prefix>.user.>` and receive its acks) and over HTTP with a
+//! example publishes over JetStream as the shipped permission model's
+//! producer user (which may only publish `<prefix>.user.>` and receive its
+//! acks; `cluster/nats-auth.conf.tmpl`) and over HTTP with a
 //! publisher token; the user's SSE stream must carry exactly those
 //! notifications with the event ids the example printed, and a retried
 //! publish of the same order transition must answer the same id and add
 //! nothing. `scripts/install-producer-deps` installs the examples' packages.
 
-#[allow(dead_code)]
-#[path = "../api/helpers.rs"]
-mod helpers;
-#[allow(dead_code)]
-#[path = "../cluster/support.rs"]
-mod support;
-
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
 
-use helpers::{random_hex, SseStream, TestApp};
-use support::{free_ports, nats_bin, new_secret, publisher_token, start_node, TempDir};
+use test_support::{new_secret, publisher_token, random_hex, users, Nats, SseStream, TestApp};
 
-/// A nats-server with JetStream and two users: the gateway's (no
-/// restrictions here; also the user of connections without credentials)
-/// and the producers' (publish user subjects, receive acks, nothing else).
-struct AuthNats {
-    port: u16,
-    producer_password: String,
-    child: Child,
-    _dir: TempDir,
-}
-
-impl AuthNats {
-    async fn start() -> AuthNats {
-        let dir = TempDir::new("producers");
-        let port = free_ports(1)[0];
-        let (gateway_password, producer_password) = (random_hex(24), random_hex(24));
-        // The gateway's password is never used (it is the no-auth user) but
-        // must not be guessable.
-        let conf = dir.path().join("nats.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                r#"listen: "127.0.0.1:{port}"
-jetstream {{ store_dir: "{store}" }}
-# The node connects without credentials and is the gateway user; the
-# producers authenticate and get only their permissions.
-no_auth_user: gateway
-authorization {{
-  users: [
-    {{ user: gateway, password: "{gateway_password}" }}
-    {{ user: producer, password: "{producer_password}",
-       permissions: {{ publish: {{ allow: ["campusbite.notify.user.>"] }},
-                      subscribe: {{ allow: ["_INBOX.>"] }} }} }}
-  ]
-}}
-"#,
-                store = dir.path().join("js").display()
-            ),
-        )
-        .unwrap();
-        let child = Command::new(nats_bin())
-            .arg("-c")
-            .arg(&conf)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start nats-server ({e}); set NATS_SERVER_BIN"));
-        support::wait_for("nats-server to listen", Duration::from_secs(20), || async {
-            tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .ok()
-                .map(|_| ())
-        })
-        .await;
-        AuthNats {
-            port,
-            producer_password,
-            child,
-            _dir: dir,
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for AuthNats {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+test_support::node_helpers!();
 
 /// NATS, a node using it, and the environment an example needs for both paths.
 struct Setup {
-    nats: AuthNats,
+    /// One JetStream server with the shipped permission model: the node
+    /// connects as its gateway user, the examples as its producer user.
+    nats: Nats,
     app: TestApp,
 }
 
@@ -110,8 +33,8 @@ impl Setup {
             .status()
             .expect("run scripts/install-producer-deps");
         assert!(install.success(), "scripts/install-producer-deps failed");
-        let nats = AuthNats::start().await;
-        let app = start_node(&new_secret(), &nats.url(), 1, &[]).await;
+        let nats = Nats::single().await;
+        let app = start_node(&new_secret(), &nats.urls(), 1, &[]).await;
         Setup { nats, app }
     }
 
@@ -120,9 +43,9 @@ impl Setup {
         let mut cmd = tokio::process::Command::new(&program[0]);
         cmd.args(&program[1..])
             .args(args)
-            .env("NATS_URL", self.nats.url())
-            .env("NATS_USER", "producer")
-            .env("NATS_PASSWORD", &self.nats.producer_password)
+            .env("NATS_URL", self.nats.urls())
+            .env("NATS_USER", &users().producer.user)
+            .env("NATS_PASSWORD", &users().producer.password)
             .env("NOTIFY_URL", &self.app.base)
             .env("NOTIFY_PUBLISHER_TOKEN", publisher_token(&self.app.secret))
             .env("PUBLISH_DEADLINE_MS", "20000")
@@ -240,8 +163,8 @@ async fn the_cli_publishes_over_jetstream_as_the_producer_user() {
 
     let run = |status: &'static str| {
         let (url, password, user, order) = (
-            setup.nats.url(),
-            setup.nats.producer_password.clone(),
+            setup.nats.urls(),
+            users().producer.password.clone(),
             user.clone(),
             order.clone(),
         );
@@ -251,7 +174,7 @@ async fn the_cli_publishes_over_jetstream_as_the_producer_user() {
                     "publish", "--nats", &url, "--user", &user, "--status", status,
                 ])
                 .args(["--order", &order, "--otp", "31337"])
-                .env("NATS_USER", "producer")
+                .env("NATS_USER", &users().producer.user)
                 .env("NATS_PASSWORD", password)
                 .env_remove("NATS_CREDS")
                 .output()
