@@ -2,16 +2,14 @@
 //! status 2, help on a bare invocation, `check-config`, `check-token`, and
 //! `publish` over http and https with each order status' title and message.
 
-#[allow(dead_code)]
-#[path = "api/helpers.rs"]
-mod helpers;
-
 use std::path::Path;
 use std::process::{Command, Output};
 
 use serde_json::{json, Value};
 
-use helpers::*;
+use test_support::*;
+
+test_support::node_helpers!();
 
 const SECRET: &str = "cli-test-secret-0123456789abcdef";
 
