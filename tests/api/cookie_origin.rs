@@ -132,13 +132,7 @@ async fn the_cookies_same_site_follows_its_setting() {
             .map(|s| vec![("NOTIFY_COOKIE_SAME_SITE", s)])
             .unwrap_or_default();
         let app = spawn_app_with(&envs).await;
-        let resp = app
-            .client
-            .post(app.url(SESSION))
-            .bearer_auth(app.user_token("u1"))
-            .send()
-            .await
-            .unwrap();
+        let resp = app.post_session(&app.user_token("u1")).await;
         assert_eq!(resp.status().as_u16(), 204);
         let set_cookie = resp.headers()["set-cookie"].to_str().unwrap().to_string();
         let attrs: Vec<&str> = set_cookie.split(';').map(str::trim).collect();

@@ -102,13 +102,7 @@ async fn a_cookie_stream_still_ends_at_its_own_expiry_after_the_session_is_renew
         )
         .await;
 
-    let renewed = app
-        .client
-        .post(app.url(SESSION))
-        .bearer_auth(app.user_token("u1"))
-        .send()
-        .await
-        .unwrap();
+    let renewed = app.post_session(&app.user_token("u1")).await;
     assert_eq!(renewed.status().as_u16(), 204);
     assert_eq!(s.next_event().await.event, "token-expiring");
     s.expect_eof(Duration::from_secs(6)).await;

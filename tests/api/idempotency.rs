@@ -16,12 +16,8 @@ fn publisher(app: &TestApp, name: &str) -> String {
 /// One publish of `body` by `token` with `key`: status and JSON answer.
 async fn send(app: &TestApp, token: &str, key: &str, body: &str) -> (u16, Value) {
     let resp = app
-        .client
-        .post(app.url(PUBLISH))
-        .bearer_auth(token)
-        .header("content-type", "application/json")
+        .publish_request_as(token, body.to_string())
         .header("Idempotency-Key", key)
-        .body(body.to_string())
         .send()
         .await
         .expect("publish request");

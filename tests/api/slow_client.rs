@@ -125,6 +125,27 @@ pub async fn read_to_end_of_response(
 /// is cut off; buffering what was published (~10 MB) would exceed it.
 const RSS_BOUND_KIB: u64 = 64 * 1024;
 
+/// Publishes 32 KiB notifications for `user` until the node has cut off
+/// every stream it had (at most 300), then waits for both gauges to be 0.
+async fn flood_until_cut_off(app: &tls::TlsApp, publisher: &mut tls::H2, user: &str) {
+    let big = "x".repeat(32 * 1024);
+    for i in 0..300 {
+        let open = app
+            .metrics_tls()
+            .await
+            .value_or_zero("notify_connections_open", &[]);
+        if open == 0.0 {
+            break;
+        }
+        let note = json!({"type": "bulk", "message": big, "data": {"i": i}});
+        app.publish_on(publisher, user, &note).await;
+    }
+    app.wait_metric_tls("notify_connections_open", |v| v == 0.0)
+        .await;
+    app.wait_metric_tls("notify_users_online", |v| v == 0.0)
+        .await;
+}
+
 #[tokio::test]
 async fn over_tls_a_client_that_stops_reading_is_cut_off_and_every_slot_it_held_is_freed() {
     let app = tls::spawn_tls_app(&[
@@ -142,22 +163,7 @@ async fn over_tls_a_client_that_stops_reading_is_cut_off_and_every_slot_it_held_
     assert_eq!(refused.unwrap().status().as_u16(), 429);
     let rss_before = proc_status_kib(app.pid(), "VmRSS");
 
-    let big = "x".repeat(32 * 1024);
-    for i in 0..300 {
-        let open = app
-            .metrics_tls()
-            .await
-            .value_or_zero("notify_connections_open", &[]);
-        if open == 0.0 {
-            break;
-        }
-        let note = json!({"type": "bulk", "message": big, "data": {"i": i}});
-        app.publish_on(&mut publisher, "slow", &note).await;
-    }
-    app.wait_metric_tls("notify_connections_open", |v| v == 0.0)
-        .await;
-    app.wait_metric_tls("notify_users_online", |v| v == 0.0)
-        .await;
+    flood_until_cut_off(&app, &mut publisher, "slow").await;
     let peak = proc_status_kib(app.pid(), "VmHWM");
     assert!(
         peak.saturating_sub(rss_before) < RSS_BOUND_KIB,
@@ -222,22 +228,7 @@ async fn over_http2_a_stream_with_no_window_is_reset_and_frees_every_slot_the_co
     assert_eq!(refused.unwrap().status().as_u16(), 429);
     let rss_before = proc_status_kib(app.pid(), "VmRSS");
 
-    let big = "x".repeat(32 * 1024);
-    for i in 0..300 {
-        let open = app
-            .metrics_tls()
-            .await
-            .value_or_zero("notify_connections_open", &[]);
-        if open == 0.0 {
-            break;
-        }
-        let note = json!({"type": "bulk", "message": big, "data": {"i": i}});
-        app.publish_on(&mut publisher, "slow", &note).await;
-    }
-    app.wait_metric_tls("notify_connections_open", |v| v == 0.0)
-        .await;
-    app.wait_metric_tls("notify_users_online", |v| v == 0.0)
-        .await;
+    flood_until_cut_off(&app, &mut publisher, "slow").await;
     for body in &mut bodies {
         assert_eq!(h2_stream_end(body).await, Some(h2::Reason::CANCEL));
     }

@@ -5,7 +5,7 @@
 
 use serde_json::{json, Value};
 
-use crate::helpers::{note, now_secs, parse_id, sign_hs256, TestApp, PUBLISH, PUBLISH_SCOPE};
+use crate::helpers::{note, now_secs, parse_id, sign_hs256, TestApp, PUBLISH_SCOPE};
 use crate::support::{new_secret, start_node, Nats};
 
 /// Publishes `note(n)` to `user` through `node` as `publisher` with `key`; the id.
@@ -15,12 +15,11 @@ async fn publish(node: &TestApp, publisher: &str, key: &str, user: &str, n: usiz
         &json!({"sub": publisher, "exp": now_secs() + 600, "scope": PUBLISH_SCOPE}),
     );
     let resp = node
-        .client
-        .post(node.url(PUBLISH))
-        .bearer_auth(token)
-        .header("content-type", "application/json")
+        .publish_request_as(
+            &token,
+            json!({"userId": user, "notification": note(n)}).to_string(),
+        )
         .header("Idempotency-Key", key)
-        .body(json!({"userId": user, "notification": note(n)}).to_string())
         .send()
         .await
         .expect("publish request");
