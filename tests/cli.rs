@@ -295,6 +295,19 @@ fn publish(base: &str, secret: &str, user: &str, args: &[&str]) -> Value {
     serde_json::from_str(body).unwrap()
 }
 
+/// [`publish`] to user `u1` on a blocking thread, so that the test's
+/// runtime keeps reading the stream meanwhile.
+async fn publish_off_thread(base: &str, secret: &str, args: &[&str]) -> Value {
+    let (base, secret) = (base.to_string(), secret.to_string());
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        publish(&base, &secret, "u1", &args)
+    })
+    .await
+    .expect("the publish thread")
+}
+
 #[tokio::test]
 async fn publish_sends_each_status_with_its_title_message_and_the_given_order() {
     let app = spawn_app().await;
@@ -324,27 +337,21 @@ async fn publish_sends_each_status_with_its_title_message_and_the_given_order() 
         ("cancelled", "Order Cancelled", "Order CB7 was cancelled."),
     ];
     for (status, title, message) in expected {
-        let base = app.base.clone();
-        let secret = app.secret.clone();
-        let answer = tokio::task::spawn_blocking(move || {
-            publish(
-                &base,
-                &secret,
-                "u1",
-                &[
-                    "--status",
-                    status,
-                    "--order",
-                    order,
-                    "--order-number",
-                    "CB7",
-                    "--otp",
-                    "4711",
-                ],
-            )
-        })
-        .await
-        .unwrap();
+        let answer = publish_off_thread(
+            &app.base,
+            &app.secret,
+            &[
+                "--status",
+                status,
+                "--order",
+                order,
+                "--order-number",
+                "CB7",
+                "--otp",
+                "4711",
+            ],
+        )
+        .await;
         let (id, data) = stream.next_message().await;
         assert_eq!(answer, json!({"id": id.to_string()}));
         let mut data_expected = json!({"orderId": order, "orderNumber": "CB7", "status": status});
@@ -425,22 +432,18 @@ async fn publish_speaks_https_trusting_a_given_ca_and_refuses_an_unknown_one() {
     let mut stream = SseStream::open(req).await;
     stream.expect_start().await;
 
-    let (base, secret, ca_file) = (https.clone(), app.secret.clone(), dir.join("ca.pem"));
-    let answer = tokio::task::spawn_blocking(move || {
-        publish(
-            &base,
-            &secret,
-            "u1",
-            &[
-                "--status",
-                "collected",
-                "--ca-file",
-                ca_file.to_str().unwrap(),
-            ],
-        )
-    })
-    .await
-    .unwrap();
+    let ca_file = dir.join("ca.pem");
+    let answer = publish_off_thread(
+        &https,
+        &app.secret,
+        &[
+            "--status",
+            "collected",
+            "--ca-file",
+            ca_file.to_str().unwrap(),
+        ],
+    )
+    .await;
     let (id, data) = stream.next_message().await;
     assert_eq!(answer, json!({"id": id.to_string()}));
     assert!(data.contains("Order Collected"), "{data}");
