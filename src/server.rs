@@ -160,6 +160,7 @@ impl Application {
         let max_connections = max_connections(config.max_connections);
         let prometheus = crate::metrics::install(max_connections)
             .map_err(|e| ConfigError::new("RUST_LOG", format!("metrics recorder: {e}")))?;
+        crate::metrics::metrics().auth_failure_reasons(crate::auth::AuthError::REASONS);
         let auth = Authenticator::start(&config).await?;
         let (bus, failure) = start_bus(&config).await?;
         let registry = Registry::new(

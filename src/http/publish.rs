@@ -65,7 +65,7 @@ pub(super) async fn publish(
     let publisher = match checked {
         Ok(publisher) => publisher,
         Err(e) => {
-            metrics().auth_failure(&e);
+            metrics().auth_failure(e.reason());
             return Err(match e {
                 AuthError::MissingScope => ApiError::Forbidden,
                 e => ApiError::Unauthorized(e),

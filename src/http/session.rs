@@ -21,7 +21,7 @@ pub(super) async fn open(
         .auth
         .user(token)
         .await
-        .inspect_err(|e| metrics().auth_failure(e))?;
+        .inspect_err(|e| metrics().auth_failure(e.reason()))?;
     let lifetime = user_token.expires_at.saturating_sub(now_unix());
     let cookie = cookie(&state, token.to_owned(), lifetime as i64);
     Ok(HttpResponse::NoContent().cookie(cookie).finish())

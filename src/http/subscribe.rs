@@ -56,7 +56,7 @@ pub(super) async fn subscribe(
         .auth
         .user(token)
         .await
-        .inspect_err(|e| metrics().auth_failure(e))?;
+        .inspect_err(|e| metrics().auth_failure(e.reason()))?;
 
     // The header is the browser's own, newer cursor; both are checked, so a
     // bad query value is refused even when the header wins. Empty = none.
