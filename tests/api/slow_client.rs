@@ -1,10 +1,14 @@
 //! A client that stops reading is disconnected instead of buffered without
 //! limit; other clients are unaffected and memory stays bounded.
 
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpSocket;
 
 use crate::helpers::*;
@@ -228,4 +232,125 @@ async fn over_http2_a_stream_with_no_window_is_reset_and_frees_every_slot_the_co
     app.wait_metric_tls("notify_connections_open", |v| v == 1.0)
         .await;
     drop(admitted);
+}
+
+/// Whether the client reads its socket: once stopped, reads stay pending
+/// (their waker kept) until resumed.
+#[derive(Default)]
+struct ReadGate {
+    stopped: AtomicBool,
+    parked: Mutex<Option<Waker>>,
+}
+
+impl ReadGate {
+    fn stop(&self) {
+        self.stopped.store(true, Ordering::SeqCst);
+    }
+
+    fn resume(&self) {
+        self.stopped.store(false, Ordering::SeqCst);
+        if let Some(waker) = self.parked.lock().unwrap().take() {
+            waker.wake();
+        }
+    }
+}
+
+/// `io` read through a `ReadGate`; writes pass.
+struct Gated<T> {
+    io: T,
+    gate: Arc<ReadGate>,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Gated<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        {
+            // Checked under the lock: `resume` clears the flag before it
+            // takes the waker, so no wake-up is lost.
+            let mut parked = self.gate.parked.lock().unwrap();
+            if self.gate.stopped.load(Ordering::SeqCst) {
+                *parked = Some(cx.waker().clone());
+                return Poll::Pending;
+            }
+        }
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Gated<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+#[tokio::test]
+async fn over_http2_a_connection_that_stops_reading_is_shut_down_and_frees_every_slot_it_held() {
+    let app = tls::spawn_tls_app(&[
+        ("NOTIFY_SINK_QUEUE", "4"),
+        ("NOTIFY_MAX_CONNECTIONS_PER_USER", "2"),
+    ])
+    .await;
+    let mut publisher = app.h2(65_535).await;
+    // A browser's windows (Chromium: 6 MiB a stream, 15 MiB the connection):
+    // flow control never stops the server, the full TCP buffers do.
+    let gate = Arc::new(ReadGate::default());
+    let io = Gated {
+        io: app.tls_connect(b"h2", Some(4096)).await,
+        gate: gate.clone(),
+    };
+    let mut stopped = tls::h2_handshake(io, 6 << 20, Some(15 << 20)).await;
+    let mut responses = Vec::new();
+    for _ in 0..2 {
+        let response = app
+            .h2_subscribe(&mut stopped, &app.user_token("slow"))
+            .await;
+        let response = response.expect("response head");
+        assert_eq!(response.status().as_u16(), 200);
+        responses.push(response);
+    }
+    app.wait_metric_tls("notify_connections_open", |v| v == 2.0)
+        .await;
+    app.wait_metric_tls("notify_users_online", |v| v == 1.0)
+        .await;
+    gate.stop();
+    let rss_before = proc_status_kib(app.pid(), "VmRSS");
+
+    flood_until_cut_off(&app, &mut publisher, "slow").await;
+    let peak = proc_status_kib(app.pid(), "VmHWM");
+    assert!(
+        peak.saturating_sub(rss_before) < RSS_BOUND_KIB,
+        "RSS grew from {rss_before} KiB to a peak of {peak} KiB"
+    );
+    // Both of the user's slots are free: a new stream is admitted.
+    // (Kept until the end: dropping it would cancel the stream.)
+    let mut tab = app.h2(65_535).await;
+    let admitted = app.h2_subscribe(&mut tab, &app.user_token("slow")).await;
+    let admitted = admitted.unwrap();
+    assert_eq!(admitted.status().as_u16(), 200);
+    app.wait_metric_tls("notify_connections_open", |v| v == 1.0)
+        .await;
+    // The connection itself was shut down, not only its streams reset: once
+    // the client reads again it gets what was buffered, then the end.
+    gate.resume();
+    tokio::time::timeout(DEADLINE, stopped.driver)
+        .await
+        .expect("the stopped HTTP/2 connection is still open")
+        .expect("the connection task ran to its end")
+        .expect_err("the connection ended without an error");
+    drop((responses, admitted));
 }

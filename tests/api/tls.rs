@@ -66,6 +66,50 @@ pub struct H2 {
     pub ping: h2::PingPong,
     /// `SETTINGS_MAX_CONCURRENT_STREAMS` as the server announced it.
     pub max_streams: Arc<std::sync::atomic::AtomicUsize>,
+    /// The task driving the connection: it ends when the connection does.
+    pub driver: tokio::task::JoinHandle<Result<(), h2::Error>>,
+}
+
+/// An HTTP/2 connection over `io` whose streams start with a receive window
+/// of `window` bytes, and the connection with `connection_window` bytes
+/// (the protocol's 65,535 when `None`).
+pub async fn h2_handshake<T>(io: T, window: u32, connection_window: Option<u32>) -> H2
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let mut builder = h2::client::Builder::new();
+    builder.initial_window_size(window);
+    if let Some(size) = connection_window {
+        builder.initial_connection_window_size(size);
+    }
+    let (send, mut connection) = builder
+        .handshake::<_, Bytes>(io)
+        .await
+        .expect("h2 handshake");
+    let ping = connection.ping_pong().expect("ping handle");
+    let max_streams = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = max_streams.clone();
+    let driver = tokio::spawn(async move {
+        let mut connection = std::pin::pin!(connection);
+        std::future::poll_fn(|cx| {
+            let polled = std::future::Future::poll(connection.as_mut(), cx);
+            seen.store(
+                connection.max_concurrent_send_streams(),
+                std::sync::atomic::Ordering::Relaxed,
+            );
+            polled
+        })
+        .await
+    });
+    let mut h2 = H2 {
+        send,
+        ping,
+        max_streams,
+        driver,
+    };
+    // The server's SETTINGS have been read once the first ping returns.
+    h2.sync().await;
+    h2
 }
 
 impl H2 {
@@ -138,34 +182,7 @@ impl TlsApp {
     /// `window` bytes (0: the server can send no data at all).
     pub async fn h2(&self, window: u32) -> H2 {
         let tls = self.tls_connect(b"h2", None).await;
-        let (send, mut connection) = h2::client::Builder::new()
-            .initial_window_size(window)
-            .handshake::<_, Bytes>(tls)
-            .await
-            .expect("h2 handshake");
-        let ping = connection.ping_pong().expect("ping handle");
-        let max_streams = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let seen = max_streams.clone();
-        tokio::spawn(async move {
-            let mut connection = std::pin::pin!(connection);
-            std::future::poll_fn(|cx| {
-                let polled = std::future::Future::poll(connection.as_mut(), cx);
-                seen.store(
-                    connection.max_concurrent_send_streams(),
-                    std::sync::atomic::Ordering::Relaxed,
-                );
-                polled
-            })
-            .await
-        });
-        let mut h2 = H2 {
-            send,
-            ping,
-            max_streams,
-        };
-        // The server's SETTINGS have been read once the first ping returns.
-        h2.sync().await;
-        h2
+        h2_handshake(tls, window, None).await
     }
 
     /// A subscribe stream for `user` over HTTP/2, with its response head.
