@@ -199,7 +199,7 @@ must_print() {
 # a dependency bump that would break `docker build` without failing CI.
 builder_covers_dependencies() {
   local builder
-  builder="$(grep -oP '^FROM rust:\K[0-9]+\.[0-9]+' Dockerfile)" || { echo "no FROM rust:X.Y in Dockerfile"; return 1; }
+  builder="$(grep -oP '^FROM rust:\K[0-9]+\.[0-9]+' Dockerfile | sort -uV | head -1)" || { echo "no FROM rust:X.Y in Dockerfile"; return 1; }
   : >"$SELFTEST/linux-packages.txt"
   local target
   for target in x86_64-unknown-linux-gnu aarch64-unknown-linux-gnu; do

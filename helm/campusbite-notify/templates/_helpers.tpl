@@ -265,6 +265,12 @@ does; .ci/validate-deploy.sh compares the two outputs. */}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
 
+{{/* The helm test's load generator image (the Dockerfile's `loadgen` target). */}}
+{{- define "campusbite-notify.loadgenImage" -}}
+{{- $repository := default (printf "%s-loadgen" .Values.image.repository) .Values.helmTest.image.repository }}
+{{- printf "%s:%s" $repository (default (default .Chart.AppVersion .Values.image.tag) .Values.helmTest.image.tag) }}
+{{- end }}
+
 {{/* The bundled NATS servers' nats.conf (auth.conf beside it). */}}
 {{- define "campusbite-notify.nats.conf" -}}
 {{- $nats := include "campusbite-notify.nats.fullname" . }}
