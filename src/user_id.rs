@@ -30,6 +30,14 @@ pub enum InvalidUserId {
     LeadingDollar,
 }
 
+/// Lets maps keyed by user id be searched with a `&str` (the derived `Hash`
+/// and `Eq` are those of the text).
+impl std::borrow::Borrow<str> for UserId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 impl UserId {
     /// Parses `raw` as a user id, refusing anything that is not one subject token.
     pub fn parse(raw: &str) -> Result<Self, InvalidUserId> {

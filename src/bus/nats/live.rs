@@ -1,24 +1,37 @@
 //! Live delivery: a core-NATS subscription to `<prefix>.live.<user>` while
-//! the user is online on this node. A live message is delivered only if the
-//! user's stream stored it: its `Nats-Stream` must be that stream (a
-//! producer may publish straight into another partition's stream, which
-//! republishes with its own sequence) and its sequence must not be above
-//! the stream's last ([`super::plausible`]).
+//! the user is online on this node, so NATS sends each notification only to
+//! the nodes that need it.
+//!
+//! Every subscription made on one thread delivers into one channel
+//! (`Client::subscribe_with_sender`, vendor/README.md), read by one
+//! [`Dispatcher`] task on that thread: it routes each message by subject to
+//! the user's actor. An online user costs a NATS subscription and a map
+//! entry, not a channel and a task of its own, and a busy node handles many
+//! messages per wake-up. The actors live on the same thread (an actix
+//! worker), so handing a message over wakes nothing across threads.
+//!
+//! A live message is delivered only if the user's stream stored it: its
+//! `Nats-Stream` must be that stream (a producer may publish straight into
+//! another partition's stream, which republishes with its own sequence) and
+//! its sequence must not be above the stream's last ([`super::plausible`]).
 
-use std::sync::atomic::Ordering;
+use std::collections::HashSet;
 use std::sync::Arc;
+use std::thread::ThreadId;
 use std::time::Duration;
 
 use actix::Recipient;
 use async_nats::header::{NATS_LAST_SEQUENCE, NATS_SEQUENCE, NATS_STREAM};
-use async_nats::jetstream;
-use async_nats::HeaderMap;
+use async_nats::jetstream::{self, stream};
+use async_nats::{HeaderMap, Message, SharedSubscription};
 use dashmap::DashMap;
+use futures_util::stream::FuturesUnordered;
 use futures_util::StreamExt;
+use tokio::sync::mpsc;
 
-use super::plausible::Verdict;
-use super::NatsBus;
-use crate::bus::{BusError, BusMessage, Subscription};
+use super::plausible::{Gate, Settled};
+use super::{partition_of, NatsBus};
+use crate::bus::{BoxFuture, BusError, BusMessage, Subscription};
 use crate::event::{Event, EventId, Payload};
 use crate::metrics::{metrics, DropReason};
 use crate::sse;
@@ -26,6 +39,41 @@ use crate::user_id::UserId;
 
 /// Longest wait for NATS to confirm a new subscription.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest wait for one stream-info reply of the live-sequence check.
+const REFRESH_TIMEOUT: Duration = Duration::from_secs(5);
+/// Live messages buffered per dispatcher before NATS drops some (a
+/// dispatcher only hands messages on, so this is seconds of traffic; a
+/// dropped one is repaired from history, see `super::on_slow_consumer`).
+const DISPATCH_CAPACITY: usize = 65_536;
+/// Messages taken from the channel per turn.
+const DISPATCH_BATCH: usize = 256;
+
+/// Who receives a user's live messages on this node.
+pub(super) struct Route {
+    /// Tells this subscription from a later one of the same user.
+    pub(super) token: u64,
+    pub(super) to: Recipient<BusMessage>,
+    /// The NATS subscription id (a slow-consumer report names it).
+    pub(super) sid: u64,
+}
+
+/// The online users of this node, by user id.
+pub(super) type Routes = DashMap<UserId, Route>;
+
+/// The dispatchers of one bus, one per thread that subscribed; stopped
+/// with the bus.
+#[derive(Default)]
+pub(super) struct Dispatchers {
+    by_thread: DashMap<ThreadId, (mpsc::Sender<Message>, tokio::task::AbortHandle)>,
+}
+
+impl Drop for Dispatchers {
+    fn drop(&mut self) {
+        for entry in self.by_thread.iter() {
+            entry.value().1.abort();
+        }
+    }
+}
 
 impl NatsBus {
     pub(super) async fn subscribe_live(
@@ -33,10 +81,11 @@ impl NatsBus {
         user: UserId,
         to: Recipient<BusMessage>,
     ) -> Result<Subscription, BusError> {
-        let stream = self.stream_for(&user)?;
-        let mut live = self
+        let stream = self.stream_for(&user)?.clone();
+        let into = self.dispatcher_here()?;
+        let live = self
             .client
-            .subscribe(self.settings.live_subject(&user))
+            .subscribe_with_sender(self.settings.live_subject(&user), into)
             .await
             .map_err(|e| BusError::Other(e.to_string()))?;
         // The server has the subscription once the flush returns; anything
@@ -47,13 +96,12 @@ impl NatsBus {
             .await
             .map_err(|_| BusError::Unavailable)?
             .map_err(|e| BusError::Other(e.to_string()))?;
-        let watermark = self.watermark_for(&user);
         let head = match stream
             .direct_get_last_for_subject(self.settings.stored_subject(&user))
             .await
         {
             Ok(message) => {
-                watermark.saw(message.sequence);
+                self.watermark_for(&user).saw(message.sequence);
                 EventId(message.sequence)
             }
             Err(e) if matches!(e.kind(), jetstream::stream::DirectGetErrorKind::NotFound) => {
@@ -61,47 +109,167 @@ impl NatsBus {
             }
             Err(e) => return Err(BusError::Other(e.to_string())),
         };
-        let token = self.next_token.fetch_add(1, Ordering::Relaxed);
-        self.subscribers.insert(user.clone(), (token, to.clone()));
-        let stream = stream.clone();
-        let stream_name = stream.cached_info().config.name.clone();
-        let forward = tokio::spawn(async move {
-            // One message at a time: a held message holds back the later
-            // ones (order kept); they wait in the bounded subscription.
-            while let Some(message) = live.next().await {
-                let event = match live_event(&message.headers, &message.payload, &stream_name) {
-                    Ok(event) => event,
-                    Err(reason) => {
-                        metrics().dropped(reason).increment(1);
-                        continue;
-                    }
-                };
-                match watermark.check(&stream, event.id.0).await {
-                    Verdict::Stored => to.do_send(BusMessage::Event(event)),
-                    Verdict::Forged => {
-                        tracing::warn!(
-                            stream = %stream_name,
-                            sequence = event.id.0,
-                            "live message above the stream's last sequence dropped"
-                        );
-                        metrics().dropped(DropReason::Forged).increment(1);
-                    }
-                    // Unverifiable now: catch up from history, which holds
-                    // only stored messages (this one too, if it is real).
-                    Verdict::Unknown => to.do_send(BusMessage::Resync),
-                }
-            }
-        });
+        let token = self
+            .next_token
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let sid = live.sid();
+        self.routes.insert(user.clone(), Route { token, to, sid });
         Ok(Subscription {
             head,
             guard: Box::new(LiveGuard {
-                forward,
-                subscribers: self.subscribers.clone(),
+                _live: live,
+                routes: self.routes.clone(),
                 user,
                 token,
             }),
         })
     }
+
+    /// The channel of this thread's dispatcher, started on first use (on
+    /// this thread's runtime, where the subscribing actor runs).
+    fn dispatcher_here(self: &Arc<Self>) -> Result<mpsc::Sender<Message>, BusError> {
+        let thread = std::thread::current().id();
+        if let Some(entry) = self.dispatchers.by_thread.get(&thread) {
+            return Ok(entry.0.clone());
+        }
+        let streams = self.streams.get().ok_or(BusError::Unavailable)?;
+        let (sender, receiver) = mpsc::channel(DISPATCH_CAPACITY);
+        let dispatcher = Dispatcher {
+            live_prefix: format!("{}.live.", self.settings.prefix),
+            partitions: self.settings.partitions,
+            routes: self.routes.clone(),
+            streams: streams
+                .iter()
+                .zip(&self.watermarks)
+                .map(|(stream, watermark)| StreamGate {
+                    name: stream.cached_info().config.name.clone(),
+                    stream: stream.clone(),
+                    gate: Gate::new(watermark.clone()),
+                })
+                .collect(),
+            requests: FuturesUnordered::new(),
+        };
+        let task = tokio::spawn(dispatcher.run(receiver));
+        self.dispatchers
+            .by_thread
+            .insert(thread, (sender.clone(), task.abort_handle()));
+        Ok(sender)
+    }
+}
+
+/// One stream's gate and what it needs to ask the stream.
+struct StreamGate {
+    name: String,
+    stream: stream::Stream,
+    gate: Gate,
+}
+
+/// A stream-info request of the live-sequence check: (partition, request
+/// number, the stream's last sequence or `None` on failure).
+type Request = BoxFuture<(usize, u64, Option<u64>)>;
+
+/// Routes the live messages of one thread's subscriptions to the actors.
+struct Dispatcher {
+    /// `<prefix>.live.`: a live subject is this followed by the user id.
+    live_prefix: String,
+    partitions: u32,
+    routes: Arc<Routes>,
+    /// Per partition (one when not partitioned).
+    streams: Vec<StreamGate>,
+    requests: FuturesUnordered<Request>,
+}
+
+impl Dispatcher {
+    async fn run(mut self, mut receiver: mpsc::Receiver<Message>) {
+        let mut batch = Vec::with_capacity(DISPATCH_BATCH);
+        let mut settled = Vec::with_capacity(DISPATCH_BATCH);
+        loop {
+            tokio::select! {
+                Some((partition, number, last)) = self.requests.next(), if !self.requests.is_empty() => {
+                    let stream = &mut self.streams[partition];
+                    if stream.gate.answered(number, last, &mut settled) {
+                        self.requests.push(request(partition, stream));
+                    }
+                }
+                received = receiver.recv_many(&mut batch, DISPATCH_BATCH) => {
+                    if received == 0 {
+                        return;
+                    }
+                    for message in batch.drain(..) {
+                        self.arrive(message, &mut settled);
+                    }
+                }
+            }
+            self.hand_over(&mut settled);
+        }
+    }
+
+    /// Checks one live message and offers it to its stream's gate.
+    fn arrive(&mut self, message: Message, settled: &mut Vec<Settled>) {
+        let Some(user) = message.subject.strip_prefix(self.live_prefix.as_str()) else {
+            return;
+        };
+        // Not online here any more (unsubscribed while it was on its way).
+        let Some(user) = self.routes.get(user).map(|route| route.key().clone()) else {
+            return;
+        };
+        let partition = (partition_of(user.as_str(), self.partitions) as usize)
+            .min(self.streams.len() - 1);
+        let stream = &mut self.streams[partition];
+        let event = match live_event(&message.headers, &message.payload, &stream.name) {
+            Ok(event) => event,
+            Err(reason) => {
+                metrics().dropped(reason).increment(1);
+                return;
+            }
+        };
+        if stream.gate.arrive(user, event, settled) {
+            self.requests.push(request(partition, stream));
+        }
+    }
+
+    /// Hands settled messages to their users' actors.
+    fn hand_over(&self, settled: &mut Vec<Settled>) {
+        let mut resynced = HashSet::new();
+        for outcome in settled.drain(..) {
+            match outcome {
+                Settled::Stored(user, event) => {
+                    if let Some(route) = self.routes.get(&user) {
+                        route.to.do_send(BusMessage::Event(event));
+                    }
+                }
+                Settled::Forged(user, event) => {
+                    tracing::warn!(
+                        user = user.as_str(),
+                        sequence = event.id.0,
+                        "live message above the stream's last sequence dropped"
+                    );
+                    metrics().dropped(DropReason::Forged).increment(1);
+                }
+                Settled::Unknown(user) => {
+                    if let Some(route) = self.routes.get(&user) {
+                        if resynced.insert(user.clone()) {
+                            route.to.do_send(BusMessage::Resync);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Starts a stream-info request for `stream`'s gate.
+fn request(partition: usize, stream: &mut StreamGate) -> Request {
+    let number = stream.gate.started();
+    let info = stream.stream.clone();
+    metrics().live_sequence_checks.increment(1);
+    Box::pin(async move {
+        let last = match tokio::time::timeout(REFRESH_TIMEOUT, info.get_info()).await {
+            Ok(Ok(info)) => Some(info.state.last_sequence),
+            _ => None,
+        };
+        (partition, number, last)
+    })
 }
 
 /// Turns a message republished by `stream` into an event, or says why it
@@ -122,19 +290,18 @@ fn live_event(
     Ok(sse::event(EventId(id), previous, &payload))
 }
 
-/// Ends a live subscription: stops the forwarder (dropping the NATS
-/// subscriber unsubscribes) and forgets the recipient.
+/// Ends a live subscription: unsubscribes (dropping the NATS subscription)
+/// and forgets the route unless a later subscription replaced it.
 struct LiveGuard {
-    forward: tokio::task::JoinHandle<()>,
-    subscribers: Arc<DashMap<UserId, (u64, Recipient<BusMessage>)>>,
+    _live: SharedSubscription,
+    routes: Arc<Routes>,
     user: UserId,
     token: u64,
 }
 
 impl Drop for LiveGuard {
     fn drop(&mut self) {
-        self.forward.abort();
-        self.subscribers
-            .remove_if(&self.user, |_, (token, _)| *token == self.token);
+        self.routes
+            .remove_if(&self.user, |_, route| route.token == self.token);
     }
 }

@@ -48,7 +48,6 @@ use std::time::Duration;
 
 use actix::Recipient;
 use async_nats::jetstream::{self, stream};
-use dashmap::DashMap;
 use tokio::sync::oneshot;
 
 use super::{BoxFuture, Bus, BusError, BusMessage, History, Subscription};
@@ -63,8 +62,9 @@ const PUBLISH_ACK_TIMEOUT: Duration = Duration::from_secs(2);
 /// gateway user read `_NOTIFY_GW_INBOX.>`, so producers (who may read
 /// `_INBOX.>`) never see the direct-get replies that carry notifications.
 pub const INBOX_PREFIX: &str = "_NOTIFY_GW_INBOX";
-/// Live messages buffered per user subscription before NATS drops some
-/// (a drop is a gap, which the actor repairs from history).
+/// Messages buffered per subscription that has its own channel (request
+/// replies) before NATS drops some; live messages share the dispatchers'
+/// channels ([`live`]).
 const SUBSCRIPTION_CAPACITY: usize = 4096;
 
 /// Why the NATS bus cannot work with its settings. [`NatsError::setting`]
@@ -233,7 +233,10 @@ pub struct NatsBus {
     /// Per stream (same order): the highest sequence known to exist.
     watermarks: Vec<Arc<plausible::Watermark>>,
     connected: Arc<AtomicBool>,
-    subscribers: Arc<DashMap<UserId, (u64, Recipient<BusMessage>)>>,
+    /// Who receives each online user's live messages.
+    routes: Arc<live::Routes>,
+    /// The tasks that route live messages, one per subscribing thread.
+    dispatchers: live::Dispatchers,
     next_token: AtomicU64,
     /// Set when the stream(s) turn out incompatible after start-up.
     failure: Arc<Mutex<Option<oneshot::Sender<NatsError>>>>,
@@ -246,7 +249,7 @@ impl NatsBus {
     /// is an error, not a silent change.
     pub async fn start(settings: NatsSettings) -> Result<Arc<Self>, NatsError> {
         let connected = Arc::new(AtomicBool::new(false));
-        let subscribers: Arc<DashMap<UserId, (u64, Recipient<BusMessage>)>> = Arc::default();
+        let routes: Arc<live::Routes> = Arc::default();
         let (failure, failed) = oneshot::channel();
         let failure = Arc::new(Mutex::new(Some(failure)));
         let refused = Refusal {
@@ -256,10 +259,10 @@ impl NatsBus {
         };
         let on_event = {
             let connected = connected.clone();
-            let subscribers = subscribers.clone();
+            let routes = routes.clone();
             move |event: async_nats::Event| {
                 let connected = connected.clone();
-                let subscribers = subscribers.clone();
+                let routes = routes.clone();
                 let refused = refused.clone();
                 async move {
                     match event {
@@ -270,8 +273,8 @@ impl NatsBus {
                             if !was {
                                 // Live messages sent while away are gone from the
                                 // core path: every online user catches up.
-                                for entry in subscribers.iter() {
-                                    entry.value().1.do_send(BusMessage::Resync);
+                                for route in routes.iter() {
+                                    route.to.do_send(BusMessage::Resync);
                                 }
                             }
                         }
@@ -280,7 +283,12 @@ impl NatsBus {
                             tracing::warn!("NATS disconnected");
                         }
                         async_nats::Event::SlowConsumer(sid) => {
-                            tracing::warn!(sid, "NATS subscription fell behind; the gap will be repaired from history")
+                            // A live message was dropped: its user catches up
+                            // now rather than at its next notification.
+                            tracing::warn!(sid, "NATS subscription fell behind; the gap is repaired from history");
+                            if let Some(route) = routes.iter().find(|route| route.sid == sid) {
+                                route.to.do_send(BusMessage::Resync);
+                            }
                         }
                         async_nats::Event::ClientError(async_nats::ClientError::Other(why)) => {
                             refused.check(&why);
@@ -324,7 +332,8 @@ impl NatsBus {
             streams: tokio::sync::OnceCell::new(),
             watermarks,
             connected,
-            subscribers,
+            routes,
+            dispatchers: live::Dispatchers::default(),
             next_token: AtomicU64::new(0),
             failure,
             failed: Mutex::new(Some(failed)),

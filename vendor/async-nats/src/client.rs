@@ -20,7 +20,9 @@ use crate::message::OutboundMessage;
 use crate::subject::ToSubject;
 use crate::ServerInfo;
 
-use super::{header::HeaderMap, status::StatusCode, Command, Message, Subscriber};
+use super::{
+    header::HeaderMap, status::StatusCode, Command, Message, SharedSubscription, Subscriber,
+};
 use crate::error::Error;
 use bytes::Bytes;
 use futures_util::future::TryFutureExt;
@@ -815,6 +817,38 @@ impl Client {
             .await?;
 
         Ok(Subscriber::new(sid, self.sender.clone(), receiver))
+    }
+
+    /// Subscribes to a subject, delivering its [messages][Message] into `sender`, a
+    /// channel that the caller owns and may share with any number of other
+    /// subscriptions: one consumer task for many subjects, instead of a channel and
+    /// a task per subscription (like `ChanSubscribe` in the Go client). Messages
+    /// carry their subject to tell them apart. When `sender`'s channel is full, a
+    /// message is dropped and [`crate::Event::SlowConsumer`] reports this
+    /// subscription's id. Dropping the returned [`SharedSubscription`] unsubscribes.
+    ///
+    /// Returns an error if the subject is invalid, as [`Client::subscribe`] does.
+    pub async fn subscribe_with_sender<S: ToSubject>(
+        &self,
+        subject: S,
+        sender: mpsc::Sender<Message>,
+    ) -> Result<SharedSubscription, SubscribeError> {
+        let subject = self
+            .validate_subscribe_subject(subject)
+            .map_err(|e| SubscribeError::with_source(SubscribeErrorKind::InvalidSubject, e))?;
+
+        let sid = self.next_subscription_id.fetch_add(1, Ordering::Relaxed);
+
+        self.sender
+            .send(Command::Subscribe {
+                sid,
+                subject,
+                queue_group: None,
+                sender,
+            })
+            .await?;
+
+        Ok(SharedSubscription::new(sid, self.sender.clone()))
     }
 
     /// Subscribes to a subject with a queue group to receive [messages][Message].

@@ -1436,29 +1436,59 @@ fn drop_unsubscribe_command(sid: u64) -> Command {
 impl Drop for Subscriber {
     fn drop(&mut self) {
         self.receiver.close();
-        // Best-effort unsubscribe. `Drop` can run outside a Tokio runtime (unwinding, teardown,
-        // plain threads), so start with synchronous `try_send` and only spawn an async retry when
-        // the command channel is full and a runtime is available.
-        match self.sender.try_send(drop_unsubscribe_command(self.sid)) {
-            Ok(()) => {}
-            Err(tokio::sync::mpsc::error::TrySendError::Full(command)) => {
-                if let Ok(handle) = tokio::runtime::Handle::try_current() {
-                    let sender = self.sender.clone();
-                    handle.spawn(async move {
-                        if let Err(err) = sender.send(command).await {
-                            debug!("failed to send unsubscribe in Subscriber::drop: {err}");
-                        }
-                    });
-                } else {
-                    debug!(
-                        "failed to send unsubscribe in Subscriber::drop: command channel full and no runtime"
-                    );
-                }
-            }
-            Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => {
-                debug!("failed to send unsubscribe in Subscriber::drop: command channel closed");
+        unsubscribe_on_drop(&self.sender, self.sid);
+    }
+}
+
+fn unsubscribe_on_drop(sender: &mpsc::Sender<Command>, sid: u64) {
+    // Best-effort unsubscribe. `Drop` can run outside a Tokio runtime (unwinding, teardown,
+    // plain threads), so start with synchronous `try_send` and only spawn an async retry when
+    // the command channel is full and a runtime is available.
+    match sender.try_send(drop_unsubscribe_command(sid)) {
+        Ok(()) => {}
+        Err(tokio::sync::mpsc::error::TrySendError::Full(command)) => {
+            if let Ok(handle) = tokio::runtime::Handle::try_current() {
+                let sender = sender.clone();
+                handle.spawn(async move {
+                    if let Err(err) = sender.send(command).await {
+                        debug!("failed to send unsubscribe in Subscriber::drop: {err}");
+                    }
+                });
+            } else {
+                debug!(
+            "failed to send unsubscribe in Subscriber::drop: command channel full and no runtime"
+            );
             }
         }
+        Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => {
+            debug!("failed to send unsubscribe in Subscriber::drop: command channel closed");
+        }
+    }
+}
+
+/// A subscription whose messages go into a channel that the caller owns and
+/// may share with other subscriptions ([`Client::subscribe_with_sender`]).
+/// Dropping it unsubscribes.
+#[derive(Debug)]
+pub struct SharedSubscription {
+    sid: u64,
+    sender: mpsc::Sender<Command>,
+}
+
+impl SharedSubscription {
+    fn new(sid: u64, sender: mpsc::Sender<Command>) -> SharedSubscription {
+        SharedSubscription { sid, sender }
+    }
+
+    /// The subscription's id on this connection.
+    pub fn sid(&self) -> u64 {
+        self.sid
+    }
+}
+
+impl Drop for SharedSubscription {
+    fn drop(&mut self) {
+        unsubscribe_on_drop(&self.sender, self.sid);
     }
 }
 
