@@ -213,8 +213,8 @@ impl Dispatcher {
         let Some(user) = self.routes.get(user).map(|route| route.key().clone()) else {
             return;
         };
-        let partition = (partition_of(user.as_str(), self.partitions) as usize)
-            .min(self.streams.len() - 1);
+        let partition =
+            (partition_of(user.as_str(), self.partitions) as usize).min(self.streams.len() - 1);
         let stream = &mut self.streams[partition];
         let event = match live_event(&message.headers, &message.payload, &stream.name) {
             Ok(event) => event,

@@ -285,7 +285,10 @@ impl NatsBus {
                         async_nats::Event::SlowConsumer(sid) => {
                             // A live message was dropped: its user catches up
                             // now rather than at its next notification.
-                            tracing::warn!(sid, "NATS subscription fell behind; the gap is repaired from history");
+                            tracing::warn!(
+                                sid,
+                                "NATS subscription fell behind; the gap is repaired from history"
+                            );
                             if let Some(route) = routes.iter().find(|route| route.sid == sid) {
                                 route.to.do_send(BusMessage::Resync);
                             }
