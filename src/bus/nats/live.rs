@@ -27,10 +27,10 @@ use async_nats::{HeaderMap, Message, SharedSubscription};
 use dashmap::DashMap;
 use futures_util::stream::FuturesUnordered;
 use futures_util::StreamExt;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OnceCell};
 
 use super::plausible::{Gate, Settled};
-use super::{partition_of, NatsBus};
+use super::{partition_of, NatsBus, INBOX_PREFIX};
 use crate::bus::{BoxFuture, BusError, BusMessage, Subscription};
 use crate::event::{Event, EventId, Payload};
 use crate::metrics::{metrics, DropReason};
@@ -43,7 +43,7 @@ const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 const REFRESH_TIMEOUT: Duration = Duration::from_secs(5);
 /// Live messages buffered per dispatcher before NATS drops some (a
 /// dispatcher only hands messages on, so this is seconds of traffic; a
-/// dropped one is repaired from history, see `super::on_slow_consumer`).
+/// dropped one is repaired from history, see [`on_link_event`]).
 const DISPATCH_CAPACITY: usize = 65_536;
 /// Messages taken from the channel per turn.
 const DISPATCH_BATCH: usize = 256;
@@ -60,17 +60,28 @@ pub(super) struct Route {
 /// The online users of this node, by user id.
 pub(super) type Routes = DashMap<UserId, Route>;
 
-/// The dispatchers of one bus, one per thread that subscribed; stopped
-/// with the bus.
+/// The live connections of one bus, one per thread that subscribed;
+/// closed with the bus.
 #[derive(Default)]
-pub(super) struct Dispatchers {
-    by_thread: DashMap<ThreadId, (mpsc::Sender<Message>, tokio::task::AbortHandle)>,
+pub(super) struct Links {
+    by_thread: DashMap<ThreadId, Arc<OnceCell<Link>>>,
 }
 
-impl Drop for Dispatchers {
+/// One thread's NATS connection for live messages, its online users, and
+/// the task that routes their messages.
+struct Link {
+    client: async_nats::Client,
+    into: mpsc::Sender<Message>,
+    routes: Arc<Routes>,
+    dispatcher: tokio::task::AbortHandle,
+}
+
+impl Drop for Links {
     fn drop(&mut self) {
         for entry in self.by_thread.iter() {
-            entry.value().1.abort();
+            if let Some(link) = entry.value().get() {
+                link.dispatcher.abort();
+            }
         }
     }
 }
@@ -82,17 +93,17 @@ impl NatsBus {
         to: Recipient<BusMessage>,
     ) -> Result<Subscription, BusError> {
         let stream = self.stream_for(&user)?.clone();
-        let into = self.dispatcher_here()?;
-        let live = self
+        let link = self.link_here().await?;
+        let live = link
             .client
-            .subscribe_with_sender(self.settings.live_subject(&user), into)
+            .subscribe_with_sender(self.settings.live_subject(&user), link.into.clone())
             .await
             .map_err(|e| BusError::Other(e.to_string()))?;
         // The server has the subscription once the flush returns; anything
         // stored after the head read below arrives live.
         // Bounded: while NATS is away a flush waits for the reconnect, and a
         // browser must get a 503 rather than a hung request.
-        tokio::time::timeout(FLUSH_TIMEOUT, self.client.flush())
+        tokio::time::timeout(FLUSH_TIMEOUT, link.client.flush())
             .await
             .map_err(|_| BusError::Unavailable)?
             .map_err(|e| BusError::Other(e.to_string()))?;
@@ -113,54 +124,133 @@ impl NatsBus {
             .next_token
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let sid = live.sid();
-        self.routes.insert(user.clone(), Route { token, to, sid });
+        link.routes.insert(user.clone(), Route { token, to, sid });
         Ok(Subscription {
             head,
             guard: Box::new(LiveGuard {
                 _live: live,
-                routes: self.routes.clone(),
+                routes: link.routes.clone(),
                 user,
                 token,
             }),
         })
     }
 
-    /// The channel of this thread's dispatcher, started on first use (on
-    /// this thread's runtime, where the subscribing actor runs).
-    fn dispatcher_here(self: &Arc<Self>) -> Result<mpsc::Sender<Message>, BusError> {
-        let thread = std::thread::current().id();
-        if let Some(entry) = self.dispatchers.by_thread.get(&thread) {
-            return Ok(entry.0.clone());
-        }
+    /// This thread's live connection, made on first use. The connection
+    /// and its dispatcher run on this thread's runtime, where the
+    /// subscribing actors run: a live message goes from the socket to the
+    /// actor's mailbox without waking another thread.
+    async fn link_here(self: &Arc<Self>) -> Result<LinkHandle, BusError> {
+        // Cloned out: the map's shard lock is not held across the await.
+        let cell = self
+            .links
+            .by_thread
+            .entry(std::thread::current().id())
+            .or_default()
+            .clone();
+        let link = cell.get_or_try_init(|| self.connect_link()).await?;
+        Ok(LinkHandle {
+            client: link.client.clone(),
+            into: link.into.clone(),
+            routes: link.routes.clone(),
+        })
+    }
+
+    /// Connects a live connection and starts its dispatcher on this thread.
+    async fn connect_link(self: &Arc<Self>) -> Result<Link, BusError> {
         let streams = self.streams.get().ok_or(BusError::Unavailable)?;
-        let (sender, receiver) = mpsc::channel(DISPATCH_CAPACITY);
+        let routes: Arc<Routes> = Arc::default();
+        let on_event = {
+            let routes = routes.clone();
+            move |event: async_nats::Event| {
+                let routes = routes.clone();
+                async move { on_link_event(event, &routes) }
+            }
+        };
+        let client = self
+            .settings
+            .connect_options()
+            .await
+            .map_err(|e| BusError::Other(e.to_string()))?
+            .name("campusbite-notify-live")
+            .custom_inbox_prefix(INBOX_PREFIX)
+            .connection_timeout(Duration::from_secs(2))
+            .ping_interval(Duration::from_secs(5))
+            .max_reconnects(None)
+            .retry_on_initial_connect()
+            .event_callback(on_event)
+            .connect(self.settings.urls.clone())
+            .await
+            .map_err(|e| BusError::Other(e.to_string()))?;
+        // The live-sequence check asks the streams over this connection too,
+        // so its replies also arrive on this thread.
+        let jetstream = jetstream::new(client.clone());
+        let mut gates = Vec::with_capacity(streams.len());
+        for (stream, watermark) in streams.iter().zip(&self.watermarks) {
+            let name = stream.cached_info().config.name.clone();
+            gates.push(StreamGate {
+                stream: jetstream
+                    .get_stream_no_info(&name)
+                    .await
+                    .map_err(|e| BusError::Other(e.to_string()))?,
+                name,
+                gate: Gate::new(watermark.clone()),
+            });
+        }
+        let (into, receiver) = mpsc::channel(DISPATCH_CAPACITY);
         let dispatcher = Dispatcher {
             live_prefix: format!("{}.live.", self.settings.prefix),
             partitions: self.settings.partitions,
-            routes: self.routes.clone(),
-            streams: streams
-                .iter()
-                .zip(&self.watermarks)
-                .map(|(stream, watermark)| StreamGate {
-                    name: stream.cached_info().config.name.clone(),
-                    stream: stream.clone(),
-                    gate: Gate::new(watermark.clone()),
-                })
-                .collect(),
+            routes: routes.clone(),
+            streams: gates,
             requests: FuturesUnordered::new(),
         };
-        let task = tokio::spawn(dispatcher.run(receiver));
-        self.dispatchers
-            .by_thread
-            .insert(thread, (sender.clone(), task.abort_handle()));
-        Ok(sender)
+        let dispatcher = tokio::spawn(dispatcher.run(receiver)).abort_handle();
+        Ok(Link {
+            client,
+            into,
+            routes,
+            dispatcher,
+        })
+    }
+}
+
+/// What a subscription needs of its thread's [`Link`].
+struct LinkHandle {
+    client: async_nats::Client,
+    into: mpsc::Sender<Message>,
+    routes: Arc<Routes>,
+}
+
+/// A live connection's events: after a reconnect every online user of it
+/// catches up from history (core messages sent while it was away are gone);
+/// a dropped message's user catches up at once.
+fn on_link_event(event: async_nats::Event, routes: &Routes) {
+    match event {
+        async_nats::Event::Connected => {
+            tracing::info!(users = routes.len(), "NATS live connection up");
+            for route in routes.iter() {
+                route.to.do_send(BusMessage::Resync);
+            }
+        }
+        async_nats::Event::Disconnected => tracing::warn!("NATS live connection lost"),
+        async_nats::Event::SlowConsumer(sid) => {
+            tracing::warn!(
+                sid,
+                "live messages fell behind; the gap is repaired from history"
+            );
+            if let Some(route) = routes.iter().find(|route| route.sid == sid) {
+                route.to.do_send(BusMessage::Resync);
+            }
+        }
+        other => tracing::info!(event = %other, "NATS live connection event"),
     }
 }
 
 /// One stream's gate and what it needs to ask the stream.
 struct StreamGate {
     name: String,
-    stream: stream::Stream,
+    stream: stream::Stream<()>,
     gate: Gate,
 }
 

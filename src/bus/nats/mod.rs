@@ -226,17 +226,14 @@ impl Refusal {
 /// The NATS bus. Cheap to share (`Arc`).
 pub struct NatsBus {
     settings: NatsSettings,
-    client: async_nats::Client,
     jetstream: jetstream::Context,
     /// One stream per partition (one in all when not partitioned).
     streams: tokio::sync::OnceCell<Vec<stream::Stream>>,
     /// Per stream (same order): the highest sequence known to exist.
     watermarks: Vec<Arc<plausible::Watermark>>,
     connected: Arc<AtomicBool>,
-    /// Who receives each online user's live messages.
-    routes: Arc<live::Routes>,
-    /// The tasks that route live messages, one per subscribing thread.
-    dispatchers: live::Dispatchers,
+    /// The live connections, one per thread that has online users.
+    links: live::Links,
     next_token: AtomicU64,
     /// Set when the stream(s) turn out incompatible after start-up.
     failure: Arc<Mutex<Option<oneshot::Sender<NatsError>>>>,
@@ -249,7 +246,6 @@ impl NatsBus {
     /// is an error, not a silent change.
     pub async fn start(settings: NatsSettings) -> Result<Arc<Self>, NatsError> {
         let connected = Arc::new(AtomicBool::new(false));
-        let routes: Arc<live::Routes> = Arc::default();
         let (failure, failed) = oneshot::channel();
         let failure = Arc::new(Mutex::new(Some(failure)));
         let refused = Refusal {
@@ -259,39 +255,19 @@ impl NatsBus {
         };
         let on_event = {
             let connected = connected.clone();
-            let routes = routes.clone();
             move |event: async_nats::Event| {
                 let connected = connected.clone();
-                let routes = routes.clone();
                 let refused = refused.clone();
                 async move {
                     match event {
                         async_nats::Event::Connected => {
                             refused.ever_connected.store(true, Ordering::Release);
-                            let was = connected.swap(true, Ordering::AcqRel);
+                            connected.store(true, Ordering::Release);
                             tracing::info!("NATS connected");
-                            if !was {
-                                // Live messages sent while away are gone from the
-                                // core path: every online user catches up.
-                                for route in routes.iter() {
-                                    route.to.do_send(BusMessage::Resync);
-                                }
-                            }
                         }
                         async_nats::Event::Disconnected => {
                             connected.store(false, Ordering::Release);
                             tracing::warn!("NATS disconnected");
-                        }
-                        async_nats::Event::SlowConsumer(sid) => {
-                            // A live message was dropped: its user catches up
-                            // now rather than at its next notification.
-                            tracing::warn!(
-                                sid,
-                                "NATS subscription fell behind; the gap is repaired from history"
-                            );
-                            if let Some(route) = routes.iter().find(|route| route.sid == sid) {
-                                route.to.do_send(BusMessage::Resync);
-                            }
                         }
                         async_nats::Event::ClientError(async_nats::ClientError::Other(why)) => {
                             refused.check(&why);
@@ -324,19 +300,17 @@ impl NatsBus {
         // (deduplicated by Nats-Msg-Id) instead of waited for.
         let jetstream = jetstream::ContextBuilder::new()
             .timeout(PUBLISH_ACK_TIMEOUT)
-            .build(client.clone());
+            .build(client);
         let watermarks = (0..settings.partitions.max(1))
             .map(|_| Arc::default())
             .collect();
         let bus = Arc::new(Self {
             settings,
-            client,
             jetstream,
             streams: tokio::sync::OnceCell::new(),
             watermarks,
             connected,
-            routes,
-            dispatchers: live::Dispatchers::default(),
+            links: live::Links::default(),
             next_token: AtomicU64::new(0),
             failure,
             failed: Mutex::new(Some(failed)),
