@@ -100,6 +100,23 @@ impl NatsBus {
         if self.settings.partitioned() {
             self.check_mapping(&streams).await?;
         }
+        // Ready means a subscribe can read the user's head: a new stream's
+        // replicas answer direct gets a moment after it is created.
+        for (partition, stream) in (0u32..).zip(&streams) {
+            match stream
+                .direct_get_last_for_subject(self.settings.probe_subject(partition))
+                .await
+            {
+                Ok(_) => {}
+                Err(e) if matches!(e.kind(), stream::DirectGetErrorKind::NotFound) => {}
+                Err(e) => {
+                    return Err(EnsureError::Transient(format!(
+                        "stream {} does not serve direct gets yet: {e}",
+                        stream.cached_info().config.name
+                    )))
+                }
+            }
+        }
         tracing::info!(
             streams = streams.len(),
             replicas = self.settings.replicas,

@@ -192,6 +192,17 @@ impl NatsSettings {
         }
     }
 
+    /// A subject of partition `partition`'s stream that no user has (a user
+    /// id never starts with `$`): a direct get of it answers "not found"
+    /// once the stream serves direct gets.
+    pub(super) fn probe_subject(&self, partition: u32) -> String {
+        if self.partitioned() {
+            format!("{}.part.{partition}.$probe", self.prefix)
+        } else {
+            format!("{}.user.$probe", self.prefix)
+        }
+    }
+
     pub(super) fn live_subject(&self, user: &UserId) -> String {
         format!("{}.live.{}", self.prefix, user.as_str())
     }
