@@ -22,8 +22,9 @@ use std::time::Duration;
 
 use actix::Recipient;
 use async_nats::header::{NATS_LAST_SEQUENCE, NATS_SEQUENCE, NATS_STREAM};
-use async_nats::jetstream::{self, stream};
+use async_nats::jetstream;
 use async_nats::{HeaderMap, Message, SharedSubscription};
+use bytes::Bytes;
 use dashmap::DashMap;
 use futures_util::stream::FuturesUnordered;
 use futures_util::StreamExt;
@@ -184,19 +185,19 @@ impl NatsBus {
             .map_err(|e| BusError::Other(e.to_string()))?;
         // The live-sequence check asks the streams over this connection too,
         // so its replies also arrive on this thread.
-        let jetstream = jetstream::new(client.clone());
-        let mut gates = Vec::with_capacity(streams.len());
-        for (stream, watermark) in streams.iter().zip(&self.watermarks) {
-            let name = stream.cached_info().config.name.clone();
-            gates.push(StreamGate {
-                stream: jetstream
-                    .get_stream_no_info(&name)
-                    .await
-                    .map_err(|e| BusError::Other(e.to_string()))?,
-                name,
-                gate: Gate::new(watermark.clone()),
-            });
-        }
+        let gates = streams
+            .iter()
+            .zip(&self.watermarks)
+            .map(|(stream, watermark)| {
+                let name = stream.cached_info().config.name.clone();
+                StreamGate {
+                    info_subject: format!("$JS.API.STREAM.INFO.{name}"),
+                    name,
+                    client: client.clone(),
+                    gate: Gate::new(watermark.clone()),
+                }
+            })
+            .collect();
         let (into, receiver) = mpsc::channel(DISPATCH_CAPACITY);
         let dispatcher = Dispatcher {
             live_prefix: format!("{}.live.", self.settings.prefix),
@@ -250,7 +251,9 @@ fn on_link_event(event: async_nats::Event, routes: &Routes) {
 /// One stream's gate and what it needs to ask the stream.
 struct StreamGate {
     name: String,
-    stream: stream::Stream<()>,
+    /// `$JS.API.STREAM.INFO.<name>`, asked over `client`.
+    info_subject: String,
+    client: async_nats::Client,
     gate: Gate,
 }
 
@@ -351,15 +354,34 @@ impl Dispatcher {
 /// Starts a stream-info request for `stream`'s gate.
 fn request(partition: usize, stream: &mut StreamGate) -> Request {
     let number = stream.gate.started();
-    let info = stream.stream.clone();
+    let client = stream.client.clone();
+    let subject = stream.info_subject.clone();
     metrics().live_sequence_checks.increment(1);
     Box::pin(async move {
-        let last = match tokio::time::timeout(REFRESH_TIMEOUT, info.get_info()).await {
-            Ok(Ok(info)) => Some(info.state.last_sequence),
+        let reply = tokio::time::timeout(REFRESH_TIMEOUT, client.request(subject, Bytes::new()));
+        let last = match reply.await {
+            Ok(Ok(reply)) => last_sequence(&reply.payload),
             _ => None,
         };
         (partition, number, last)
     })
+}
+
+/// The stream's last sequence from a `$JS.API.STREAM.INFO` reply (`None`
+/// for an error reply). Only that field is read: the whole stream info
+/// (configuration, cluster, sources) costs a node more to decode than the
+/// rest of a check.
+fn last_sequence(reply: &[u8]) -> Option<u64> {
+    #[derive(serde::Deserialize)]
+    struct Reply {
+        state: Option<State>,
+    }
+    #[derive(serde::Deserialize)]
+    struct State {
+        last_seq: u64,
+    }
+    let reply: Reply = serde_json::from_slice(reply).ok()?;
+    Some(reply.state?.last_seq)
 }
 
 /// Turns a message republished by `stream` into an event, or says why it
@@ -393,5 +415,19 @@ impl Drop for LiveGuard {
     fn drop(&mut self) {
         self.routes
             .remove_if(&self.user, |_, route| route.token == self.token);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::last_sequence;
+
+    #[test]
+    fn the_last_sequence_is_read_from_a_stream_info_reply_and_not_from_an_error() {
+        let info = br#"{"type":"io.nats.jetstream.api.v1.stream_info_response","config":{"name":"S","subjects":["a.>"]},"created":"2026-01-01T00:00:00Z","state":{"messages":3,"bytes":90,"first_seq":5,"last_seq":7,"consumer_count":0},"cluster":{"leader":"n1"}}"#;
+        assert_eq!(last_sequence(info), Some(7));
+        let error = br#"{"type":"io.nats.jetstream.api.v1.stream_info_response","error":{"code":404,"err_code":10059,"description":"stream not found"}}"#;
+        assert_eq!(last_sequence(error), None);
+        assert_eq!(last_sequence(b"not json"), None);
     }
 }
