@@ -10,6 +10,7 @@
 mod claims;
 pub mod jwks;
 pub mod keys;
+mod publisher_cache;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -22,6 +23,7 @@ use serde_json::{Map, Value};
 use self::claims::Claims;
 use self::jwks::Jwks;
 use self::keys::VerifyKey;
+use self::publisher_cache::PublisherCache;
 use crate::config::{ConfigError, ServeConfig};
 use crate::user_id::{InvalidUserId, UserId};
 
@@ -42,6 +44,8 @@ pub struct Authenticator {
     /// The claim holding the user id.
     user_claim: String,
     leeway: u64,
+    /// Publisher tokens verified recently.
+    verified_publishers: PublisherCache,
 }
 
 /// Where the keys for one kind of token come from.
@@ -191,6 +195,7 @@ impl Authenticator {
             validations,
             user_claim: config.jwt_user_claim.clone(),
             leeway: config.jwt_leeway.as_secs(),
+            verified_publishers: PublisherCache::default(),
         })
     }
 
@@ -229,16 +234,23 @@ impl Authenticator {
     /// Checks a producer's token: a publisher key signed it (a user key when
     /// no publisher key is configured), its `scope` holds [`PUBLISH_SCOPE`],
     /// and its `sub` names the publisher.
+    /// A token verified within the last minute is not verified again until
+    /// it expires ([`publisher_cache`]).
     pub async fn publisher(&self, token: &str) -> Result<Publisher, AuthError> {
+        if let Some(publisher) = self.verified_publishers.get(token, now_unix(), self.leeway) {
+            return Ok(publisher);
+        }
         let keys = self.publishers.as_ref().unwrap_or(&self.users);
         let claims = self.decode(token, keys).await?;
         if !claims.may_publish() {
             return Err(AuthError::MissingScope);
         }
-        Ok(Publisher {
+        let publisher = Publisher {
             name: claims.publisher()?,
             expires_at: claims.expires_at()?,
-        })
+        };
+        self.verified_publishers.insert(token, &publisher);
+        Ok(publisher)
     }
 
     async fn decode(&self, token: &str, keys: &Keys) -> Result<Claims, AuthError> {

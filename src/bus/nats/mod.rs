@@ -17,8 +17,10 @@
 //! - The republished `Nats-Last-Sequence` is the user's previous sequence:
 //!   the actor uses it to see a missed live message and repair the gap.
 //! - The node's replies arrive under `_NOTIFY_GW_INBOX` ([`INBOX_PREFIX`]).
-//! - After a reconnect, every online user is told to catch up from history,
-//!   because core messages sent while the node was away are gone.
+//! - Live messages arrive on a connection of their own per worker thread
+//!   ([`live`]); after it reconnects, every online user on it is told to
+//!   catch up from history, because core messages sent while it was away
+//!   are gone.
 //! - The HTTP publish path uses JetStream publish with `Nats-Msg-Id`,
 //!   retried until acked, so a stream-leader election loses nothing.
 //! - Partitioned mode (N partitions > 1): N streams
