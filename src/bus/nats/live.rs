@@ -95,11 +95,29 @@ impl NatsBus {
     ) -> Result<Subscription, BusError> {
         let stream = self.stream_for(&user)?.clone();
         let link = self.link_here().await?;
+        // The route goes in before the subscription: a message stored after
+        // the head read may reach the dispatcher before this future runs
+        // again, and must find the actor (whose mailbox holds it until the
+        // subscription is in place). Removed again if anything below fails.
+        let token = self
+            .next_token
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        link.routes.insert(user.clone(), Route { token, to, sid: 0 });
+        let route = RouteGuard {
+            routes: link.routes.clone(),
+            user: user.clone(),
+            token,
+        };
         let live = link
             .client
             .subscribe_with_sender(self.settings.live_subject(&user), link.into.clone())
             .await
             .map_err(|e| BusError::Other(e.to_string()))?;
+        if let Some(mut entry) = link.routes.get_mut(&user) {
+            if entry.token == token {
+                entry.sid = live.sid();
+            }
+        }
         // The server has the subscription once the flush returns; anything
         // stored after the head read below arrives live.
         // Bounded: while NATS is away a flush waits for the reconnect, and a
@@ -121,18 +139,11 @@ impl NatsBus {
             }
             Err(e) => return Err(BusError::Other(e.to_string())),
         };
-        let token = self
-            .next_token
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let sid = live.sid();
-        link.routes.insert(user.clone(), Route { token, to, sid });
         Ok(Subscription {
             head,
             guard: Box::new(LiveGuard {
                 _live: live,
-                routes: link.routes.clone(),
-                user,
-                token,
+                _route: route,
             }),
         })
     }
@@ -402,16 +413,21 @@ fn live_event(
     Ok(sse::event(EventId(id), previous, &payload))
 }
 
-/// Ends a live subscription: unsubscribes (dropping the NATS subscription)
-/// and forgets the route unless a later subscription replaced it.
+/// Ends a live subscription: unsubscribes (dropping the NATS subscription),
+/// then forgets the route.
 struct LiveGuard {
     _live: SharedSubscription,
+    _route: RouteGuard,
+}
+
+/// Forgets a user's route unless a later subscription replaced it.
+struct RouteGuard {
     routes: Arc<Routes>,
     user: UserId,
     token: u64,
 }
 
-impl Drop for LiveGuard {
+impl Drop for RouteGuard {
     fn drop(&mut self) {
         self.routes
             .remove_if(&self.user, |_, route| route.token == self.token);
