@@ -22,6 +22,7 @@ mod nats_kill;
 mod nats_outage;
 mod node_kill;
 mod offline;
+mod opening;
 mod partition;
 mod partitioned;
 mod rolling;
