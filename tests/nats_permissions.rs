@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream;
 use campusbite_notify::bus::nats::NatsSettings;
 use futures_util::StreamExt;
+use test_support::nats_auth::shipped_model;
 
 const PREFIX: &str = "campusbite.notify";
 const GATEWAY_USER: &str = "notify-gateway";
@@ -50,20 +51,6 @@ fn nats_bin() -> PathBuf {
         return venv;
     }
     PathBuf::from("nats-server")
-}
-
-/// `cluster/render-nats-auth` output for `partitions` streams.
-fn rendered_auth(partitions: u32) -> String {
-    let out = Command::new(repo_root().join("cluster/render-nats-auth"))
-        .args(["--prefix", PREFIX, "--partitions", &partitions.to_string()])
-        .output()
-        .expect("run cluster/render-nats-auth");
-    assert!(
-        out.status.success(),
-        "render-nats-auth failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("UTF-8")
 }
 
 /// A scratch directory, removed on drop.
@@ -109,7 +96,7 @@ impl Server {
                 "mappings {{\n  \"{PREFIX}.user.*\": \"{PREFIX}.part.{{{{partition({partitions},1)}}}}.{{{{wildcard(1)}}}}\"\n}}\n"
             ));
         }
-        conf.push_str(&rendered_auth(partitions));
+        conf.push_str(&shipped_model(partitions));
         let conf_path = dir.0.join("nats.conf");
         std::fs::write(&conf_path, conf).expect("write nats.conf");
         let quoted = |v: &str| format!("\"{v}\"");
@@ -544,7 +531,7 @@ async fn partitioned_streams_work_with_the_same_model() {
 #[test]
 fn the_rendered_model_has_no_anonymous_user_and_no_wildcard_grant() {
     for partitions in [1, 4] {
-        let text = rendered_auth(partitions);
+        let text = shipped_model(partitions);
         assert!(
             !text.contains("no_auth_user"),
             "no_auth_user must stay unset"

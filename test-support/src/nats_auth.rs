@@ -59,9 +59,9 @@ pub fn gateway_envs() -> [(&'static str, &'static str); 2] {
     ]
 }
 
-/// The authorization block for `partitions` streams: the shipped model as
-/// rendered by `cluster/render-nats-auth`, plus the test-only admin user.
-pub fn auth_conf(partitions: u32) -> String {
+/// The permission model exactly as shipped: `cluster/render-nats-auth`'s
+/// output for the test prefix and `partitions` streams.
+pub fn shipped_model(partitions: u32) -> String {
     let out = Command::new(repo_root().join("cluster/render-nats-auth"))
         .args(["--prefix", PREFIX, "--partitions", &partitions.to_string()])
         .output()
@@ -71,7 +71,13 @@ pub fn auth_conf(partitions: u32) -> String {
         "cluster/render-nats-auth failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let model = String::from_utf8(out.stdout).expect("UTF-8");
+    String::from_utf8(out.stdout).expect("UTF-8")
+}
+
+/// The authorization block for `partitions` streams: the shipped model as
+/// rendered by `cluster/render-nats-auth`, plus the test-only admin user.
+pub fn auth_conf(partitions: u32) -> String {
+    let model = shipped_model(partitions);
     // The users list ends the block: `  ]` then `}`.
     let end = model
         .rfind("\n  ]\n")

@@ -102,7 +102,8 @@ impl NatsBus {
         let token = self
             .next_token
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        link.routes.insert(user.clone(), Route { token, to, sid: 0 });
+        link.routes
+            .insert(user.clone(), Route { token, to, sid: 0 });
         let route = RouteGuard {
             routes: link.routes.clone(),
             user: user.clone(),
