@@ -277,7 +277,7 @@ impl Authenticator {
             .map_err(refusal)?;
         // RFC 7519: the current time must be *before* exp. jsonwebtoken
         // accepts the whole second of exp itself.
-        if claims.expires_at()?.saturating_add(self.leeway) <= now_unix() {
+        if expired(claims.expires_at()?, self.leeway, now_unix()) {
             return Err(AuthError::Expired);
         }
         Ok(claims)
@@ -323,6 +323,13 @@ fn refusal(e: jsonwebtoken::errors::Error) -> AuthError {
         ErrorKind::MissingRequiredClaim(claim) => AuthError::MissingClaim(claim),
         _ => AuthError::Malformed,
     }
+}
+
+/// Whether a token with `exp` = `expires_at` is expired at unix second
+/// `now`, allowing `leeway` seconds (RFC 7519: the current time must be
+/// before exp).
+fn expired(expires_at: u64, leeway: u64, now: u64) -> bool {
+    expires_at.saturating_add(leeway) <= now
 }
 
 /// Seconds since the Unix epoch by this node's clock.

@@ -29,7 +29,8 @@ impl PublisherCache {
     pub(super) fn get(&self, token: &str, now_unix: u64, leeway: u64) -> Option<Publisher> {
         let mut entries = self.entries.lock().ok()?;
         let (publisher, verified_at) = entries.get(token)?;
-        if verified_at.elapsed() < MAX_AGE && now_unix < publisher.expires_at.saturating_add(leeway)
+        if verified_at.elapsed() < MAX_AGE
+            && !super::expired(publisher.expires_at, leeway, now_unix)
         {
             return Some(publisher.clone());
         }

@@ -31,7 +31,7 @@ use futures_util::StreamExt;
 use tokio::sync::{mpsc, OnceCell};
 
 use super::plausible::{Gate, Settled};
-use super::{partition_of, NatsBus, INBOX_PREFIX};
+use super::{node_connect_options, partition_of, NatsBus};
 use crate::bus::{BoxFuture, BusError, BusMessage, Subscription};
 use crate::event::{Event, EventId, Payload};
 use crate::metrics::{metrics, DropReason};
@@ -153,7 +153,7 @@ impl NatsBus {
     /// and its dispatcher run on this thread's runtime, where the
     /// subscribing actors run: a live message goes from the socket to the
     /// actor's mailbox without waking another thread.
-    async fn link_here(self: &Arc<Self>) -> Result<LinkHandle, BusError> {
+    async fn link_here(&self) -> Result<LinkHandle, BusError> {
         // Cloned out: the map's shard lock is not held across the await.
         let cell = self
             .links
@@ -170,7 +170,7 @@ impl NatsBus {
     }
 
     /// Connects a live connection and starts its dispatcher on this thread.
-    async fn connect_link(self: &Arc<Self>) -> Result<Link, BusError> {
+    async fn connect_link(&self) -> Result<Link, BusError> {
         let streams = self.streams.get().ok_or(BusError::Unavailable)?;
         let routes: Arc<Routes> = Arc::default();
         let on_event = {
@@ -180,17 +180,9 @@ impl NatsBus {
                 async move { on_link_event(event, &routes) }
             }
         };
-        let client = self
-            .settings
-            .connect_options()
+        let client = node_connect_options(&self.settings, "campusbite-notify-live")
             .await
             .map_err(|e| BusError::Other(e.to_string()))?
-            .name("campusbite-notify-live")
-            .custom_inbox_prefix(INBOX_PREFIX)
-            .connection_timeout(Duration::from_secs(2))
-            .ping_interval(Duration::from_secs(5))
-            .max_reconnects(None)
-            .retry_on_initial_connect()
             .event_callback(on_event)
             .connect(self.settings.urls.clone())
             .await

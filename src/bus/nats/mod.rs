@@ -280,17 +280,10 @@ impl NatsBus {
                 }
             }
         };
-        let client = settings
-            .connect_options()
+        let client = node_connect_options(&settings, "campusbite-notify")
             .await?
-            .name("campusbite-notify")
-            .custom_inbox_prefix(INBOX_PREFIX)
-            .connection_timeout(Duration::from_secs(2))
-            .ping_interval(Duration::from_secs(5))
             .request_timeout(Some(Duration::from_secs(5)))
-            .max_reconnects(None)
             .subscription_capacity(SUBSCRIPTION_CAPACITY)
-            .retry_on_initial_connect()
             .event_callback(on_event)
             .connect(settings.urls.clone())
             .await
@@ -397,6 +390,24 @@ impl NatsBus {
             .get(self.settings.partition(user) as usize)
             .ok_or(BusError::Unavailable)
     }
+}
+
+/// What every NATS connection of a node shares: the settings' credentials
+/// and TLS, the gateway inbox ([`INBOX_PREFIX`]), and reconnecting forever,
+/// from the start, so a node outlives any NATS outage.
+async fn node_connect_options(
+    settings: &NatsSettings,
+    name: &str,
+) -> Result<async_nats::ConnectOptions, NatsError> {
+    Ok(settings
+        .connect_options()
+        .await?
+        .name(name)
+        .custom_inbox_prefix(INBOX_PREFIX)
+        .connection_timeout(Duration::from_secs(2))
+        .ping_interval(Duration::from_secs(5))
+        .max_reconnects(None)
+        .retry_on_initial_connect())
 }
 
 /// `Bus` for an `Arc<NatsBus>`: each call moves a clone into its future.
