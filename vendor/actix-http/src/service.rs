@@ -961,13 +961,13 @@ where
             #[cfg(feature = "http2")]
             Protocol::Http2 => HttpServiceHandlerResponse {
                 state: State::H2Handshake {
-                    handshake: Some((
+                    handshake: Some(Box::new((
                         crate::h2::handshake_with_timeout(io, &self.cfg),
                         self.cfg.clone(),
                         Rc::clone(&self.flow),
                         conn_data,
                         peer_addr,
-                    )),
+                    ))),
                 },
             },
 
@@ -1041,16 +1041,20 @@ pin_project! {
     {
         H1 { #[pin] dispatcher: h1::Dispatcher<T, S, B, X, U> },
 
-        H2 { #[pin] dispatcher: crate::h2::Dispatcher<T, S, B, X, U> },
+        // campusbite patch: the HTTP/2 states are boxed. An enum is as large as its
+        // largest variant, and every HTTP/1 connection's task carries this one for the
+        // connection's life: unboxed, the HTTP/2 dispatcher and handshake made it more
+        // than twice the size of the HTTP/1 dispatcher.
+        H2 { dispatcher: Pin<Box<crate::h2::Dispatcher<T, S, B, X, U>>> },
 
         H2Handshake {
-            handshake: Option<(
+            handshake: Option<Box<(
                 crate::h2::HandshakeWithTimeout<T>,
                 ServiceConfig,
                 Rc<HttpFlow<S, X, U>>,
                 OnConnectData,
                 Option<net::SocketAddr>,
-            )>,
+            )>>,
         },
     }
 }
@@ -1106,18 +1110,18 @@ where
             StateProj::H1 { dispatcher } => dispatcher.poll(cx),
 
             #[cfg(feature = "http2")]
-            StateProj::H2 { dispatcher } => dispatcher.poll(cx),
+            StateProj::H2 { dispatcher } => dispatcher.as_mut().poll(cx),
 
             #[cfg(feature = "http2")]
             StateProj::H2Handshake { handshake: data } => {
                 match ready!(Pin::new(&mut data.as_mut().unwrap().0).poll(cx)) {
                     Ok((conn, timer)) => {
-                        let (_, config, flow, conn_data, peer_addr) = data.take().unwrap();
+                        let (_, config, flow, conn_data, peer_addr) = *data.take().unwrap();
 
                         self.as_mut().project().state.set(State::H2 {
-                            dispatcher: crate::h2::Dispatcher::new(
+                            dispatcher: Box::pin(crate::h2::Dispatcher::new(
                                 conn, flow, config, peer_addr, conn_data, timer,
-                            ),
+                            )),
                         });
                         self.poll(cx)
                     }
@@ -1128,5 +1132,42 @@ where
                 }
             }
         }
+    }
+}
+
+// campusbite patch: an HTTP/1 connection's future is no larger than its dispatcher (plus the
+// enum's tag), whatever the size of the HTTP/2 states.
+#[cfg(all(test, feature = "http2"))]
+mod tests {
+    use std::mem::size_of;
+
+    use actix_service::fn_service;
+
+    use super::*;
+    use crate::{
+        h1::{ExpectHandler, UpgradeHandler},
+        test::TestBuffer,
+        Error,
+    };
+
+    fn sizes<S>(_: &S) -> (usize, usize)
+    where
+        S: Service<Request, Response = Response<BoxBody>, Error = Error> + 'static,
+    {
+        type Io = TestBuffer;
+        (
+            size_of::<HttpServiceHandlerResponse<Io, S, BoxBody, ExpectHandler, UpgradeHandler>>(),
+            size_of::<h1::Dispatcher<Io, S, BoxBody, ExpectHandler, UpgradeHandler>>(),
+        )
+    }
+
+    #[test]
+    fn http1_connection_future_is_the_size_of_its_dispatcher() {
+        let service = fn_service(|_: Request| async { Ok::<_, Error>(Response::ok()) });
+        let (connection, dispatcher) = sizes(&service);
+        assert!(
+            connection <= dispatcher + 16,
+            "connection future {connection} B, HTTP/1 dispatcher {dispatcher} B"
+        );
     }
 }
