@@ -12,11 +12,32 @@ use actix::{Actor, Addr};
 use dashmap::DashMap;
 
 use crate::bus::Bus;
-use crate::user::{CloseAll, Join, JoinError, OnStop, StreamPolicy, UserActor};
+use crate::user::{CloseAll, Join, JoinError, OnStop, StopIfIdle, StreamPolicy, UserActor};
 use crate::user_id::UserId;
 
 /// How many times a join is retried when it races with a stopping actor.
 const JOIN_ATTEMPTS: usize = 3;
+
+/// Unless disarmed, tells the actor on drop to stop if it has no stream: a
+/// request that goes away while its join is on the way (a new actor's first
+/// join included) must not leave an actor behind with nothing to end it.
+struct IdleCheck(Option<Addr<UserActor>>);
+
+impl IdleCheck {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for IdleCheck {
+    fn drop(&mut self) {
+        if let Some(actor) = self.0.take() {
+            // do_send: delivered even to a full mailbox, after anything
+            // already queued (the join itself, if it got that far).
+            actor.do_send(StopIfIdle);
+        }
+    }
+}
 
 /// The online users of this node.
 pub struct Registry {
@@ -61,7 +82,10 @@ impl Registry {
                     .start()
                 })
                 .clone();
-            match addr.send(join.clone()).await {
+            let abandoned = IdleCheck(Some(addr.clone()));
+            let sent = addr.send(join.clone()).await;
+            abandoned.disarm();
+            match sent {
                 Ok(result) => return result.map(|()| addr),
                 // The actor stopped between lookup and delivery: start afresh.
                 Err(_) => self.forget(user, &addr),

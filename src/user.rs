@@ -67,6 +67,12 @@ pub struct Leave {
     pub sink_id: u64,
 }
 
+/// Stop unless a stream is here: sent when a join was abandoned (its request
+/// went away) before its stream may have reached the actor.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StopIfIdle;
+
 /// End every stream of this user (node draining): browsers reconnect elsewhere.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -86,7 +92,11 @@ struct Sink {
     tx: FrameSender,
     /// The last notification id this sink has been given.
     cursor: EventId,
-    /// The token-expiry warning, then the stream's end.
+    /// The token's `exp` (unix seconds): the stream ends then.
+    expires_at: u64,
+    /// Whether `token-expiring` has been sent.
+    warned: bool,
+    /// The sink's one timer (see [`UserActor::arm`]).
     timer: SpawnHandle,
     connection: Option<CutOffHandle>,
     _slot: Arc<NodeSlot>,
@@ -284,9 +294,55 @@ impl UserActor {
         }
     }
 
+    /// Arms the sink's one timer: its next keep-alive, or its token's
+    /// warning or end if that comes first. One timer per stream and none per
+    /// user: each costs memory on every idle stream.
+    fn arm(&mut self, ctx: &mut Context<Self>, sink_id: u64) {
+        let (keepalive, warning) = (self.policy.keepalive, self.policy.expiry_warning);
+        let Some(sink) = self.sinks.iter_mut().find(|s| s.id == sink_id) else {
+            return;
+        };
+        let delay = keepalive.min(sink.deadline_in(warning));
+        sink.timer = ctx.run_later(delay, move |actor, ctx| actor.timer_fired(ctx, sink_id));
+    }
+
+    fn timer_fired(&mut self, ctx: &mut Context<Self>, sink_id: u64) {
+        let warning = self.policy.expiry_warning;
+        let Some(sink) = self.sinks.iter_mut().find(|s| s.id == sink_id) else {
+            return;
+        };
+        if !sink.deadline_in(warning).is_zero() {
+            match offer(&sink.tx, sse::KEEPALIVE) {
+                Outcome::Sent => {}
+                Outcome::Full => self.cut_off(&[sink_id]),
+                Outcome::Gone => self.close_sinks(&[sink_id]),
+            }
+        } else if !sink.warned {
+            sink.warned = true;
+            let _ = sink.tx.offer(sse::token_expiring(sink.expires_at));
+        } else {
+            self.expire(sink_id);
+        }
+        // A no-op for a sink that is gone.
+        self.arm(ctx, sink_id);
+        self.stop_if_idle(ctx);
+    }
+
     fn stop_if_idle(&mut self, ctx: &mut Context<Self>) {
         if self.sinks.is_empty() {
             ctx.stop();
+        }
+    }
+}
+
+impl Sink {
+    /// Time until the token's next deadline: the warning, then the end.
+    fn deadline_in(&self, warning: Duration) -> Duration {
+        let end = until(self.expires_at);
+        if self.warned {
+            end
+        } else {
+            end.saturating_sub(warning)
         }
     }
 }
@@ -333,20 +389,9 @@ impl Actor for UserActor {
                     }
                 }),
         );
-        ctx.run_interval(self.policy.keepalive, |actor, ctx| {
-            let mut stuck = Vec::new();
-            let mut gone = Vec::new();
-            for sink in &actor.sinks {
-                match offer(&sink.tx, sse::KEEPALIVE) {
-                    Outcome::Sent => {}
-                    Outcome::Full => stuck.push(sink.id),
-                    Outcome::Gone => gone.push(sink.id),
-                }
-            }
-            actor.cut_off(&stuck);
-            actor.close_sinks(&gone);
-            actor.stop_if_idle(ctx);
-        });
+        // No timer of its own: keep-alives and token deadlines are each
+        // sink's (`arm`), and a join abandoned before its stream arrived
+        // sends `StopIfIdle`.
     }
 
     fn stopping(&mut self, ctx: &mut Context<Self>) -> Running {
@@ -371,33 +416,23 @@ impl Handler<Join> for UserActor {
         }
         let start = join.resume_after.unwrap_or(self.delivered);
         if !matches!(offer(&join.tx, sse::start(start)), Outcome::Sent) {
+            self.stop_if_idle(ctx);
             return Ok(());
         }
         let sink_id = join.sink_id;
-        let expires_at = join.expires_at;
-        let warn_in = until(expires_at).saturating_sub(self.policy.expiry_warning);
-        // One timer per stream at a time (each costs memory on every idle
-        // stream): the warning, which then arms the end.
-        let timer = ctx.run_later(warn_in, move |actor, ctx| {
-            let Some(sink) = actor.sinks.iter_mut().find(|s| s.id == sink_id) else {
-                return;
-            };
-            let _ = sink.tx.offer(sse::token_expiring(expires_at));
-            sink.timer = ctx.run_later(until(expires_at), move |actor, ctx| {
-                actor.expire(sink_id);
-                actor.stop_if_idle(ctx);
-            });
-        });
         // Most users have one tab: do not reserve room for four.
         self.sinks.reserve_exact(1);
         self.sinks.push(Sink {
             id: sink_id,
             tx: join.tx,
             cursor: start,
-            timer,
+            expires_at: join.expires_at,
+            warned: false,
+            timer: SpawnHandle::default(),
             connection: join.connection,
             _slot: join.slot,
         });
+        self.arm(ctx, sink_id);
         metrics().connections_total.increment(1);
         if start < self.delivered {
             self.replay(ctx, sink_id, start);
@@ -438,6 +473,14 @@ impl Handler<BusMessage> for UserActor {
             BusMessage::Resync => self.catch_up(ctx, None, 1),
         }
         // A cut-off frees the user at once, not when the body goes away.
+        self.stop_if_idle(ctx);
+    }
+}
+
+impl Handler<StopIfIdle> for UserActor {
+    type Result = ();
+
+    fn handle(&mut self, _: StopIfIdle, ctx: &mut Context<Self>) {
         self.stop_if_idle(ctx);
     }
 }

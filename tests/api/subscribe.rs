@@ -230,6 +230,22 @@ async fn keep_alive_comments_arrive_at_the_configured_interval() {
     }
 }
 
+#[tokio::test]
+async fn every_tab_of_a_user_gets_its_own_keep_alives() {
+    let app = in_process_app_with(&[("NOTIFY_KEEPALIVE", "1s")]).await;
+    let mut first = app.subscribe("u1").await;
+    let mut second = app.subscribe("u1").await;
+
+    for (tab, s) in [("first", &mut first), ("second", &mut second)] {
+        for _ in 0..2 {
+            match s.try_next_item(Duration::from_secs(3)).await {
+                Ok(Some(SseItem::Comment { text, .. })) => assert_eq!(text, " keep-alive"),
+                other => panic!("{tab} tab: expected a keep-alive comment, got {other:?}"),
+            }
+        }
+    }
+}
+
 // Asserts metric values: a process of its own (the recorder is process-global).
 #[tokio::test]
 async fn closing_a_stream_frees_its_connection_without_any_traffic() {
