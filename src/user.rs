@@ -201,13 +201,15 @@ impl UserActor {
     /// ([`crate::bus::Subscription::recheck_after`]): a newer one than the
     /// last delivered means a notification that came neither live nor into
     /// the head read, and history has it. Live notifications keep flowing
-    /// during the read; the catch-up itself holds them back.
-    fn recheck_head(&mut self, ctx: &mut Context<Self>) {
+    /// during the read; the catch-up itself holds them back. A failed read
+    /// is tried again later (a NATS outage ends with every user catching up
+    /// anyway): the streams stay open.
+    fn recheck_head(&mut self, ctx: &mut Context<Self>, attempt: u32) {
         let position = self.bus.position(self.user.clone());
         ctx.spawn(
             position
                 .into_actor(self)
-                .map(|result, actor, ctx| match result {
+                .map(move |result, actor, ctx| match result {
                     Ok(head) if head > actor.delivered => {
                         metrics().head_recheck_repairs.increment(1);
                         tracing::debug!(
@@ -219,9 +221,16 @@ impl UserActor {
                     }
                     Ok(_) => {}
                     Err(e) => {
-                        // Unconfirmed: history (with its retries) decides.
-                        tracing::debug!(error = %e, "position re-read failed; catching up");
-                        actor.catch_up(ctx, None, 1);
+                        let again = actor.subscription.as_ref().and_then(|s| s.recheck_after);
+                        match again {
+                            Some(after) if attempt < CATCH_UP_ATTEMPTS => {
+                                tracing::debug!(error = %e, attempt, "position re-read failed; retrying");
+                                ctx.run_later(after, move |actor, ctx| {
+                                    actor.recheck_head(ctx, attempt + 1)
+                                });
+                            }
+                            _ => tracing::warn!(error = %e, "position re-read failed; giving up"),
+                        }
                     }
                 }),
         );
@@ -356,7 +365,7 @@ impl Actor for UserActor {
                     Ok(subscription) => {
                         actor.delivered = subscription.head;
                         if let Some(after) = subscription.recheck_after {
-                            ctx.run_later(after, |actor, ctx| actor.recheck_head(ctx));
+                            ctx.run_later(after, |actor, ctx| actor.recheck_head(ctx, 1));
                         }
                         actor.subscription = Some(subscription);
                     }
