@@ -47,6 +47,9 @@ pub struct Metrics {
     pub delivery_latency: Histogram,
     /// Stream-info requests that checked live sequences (docs/protocol.md §2).
     pub live_sequence_checks: Counter,
+    /// Users whose position, read again once their subscription had
+    /// settled, had moved past what arrived live (NATS bus).
+    pub head_recheck_repairs: Counter,
     pub bus_connected: Gauge,
     pub ready: Gauge,
     pub draining: Gauge,
@@ -110,6 +113,10 @@ impl Metrics {
             "notify_live_sequence_checks_total",
             "Stream-info requests made to check that a live message's sequence was stored (NATS bus)."
         );
+        describe_counter!(
+            "notify_head_recheck_repairs_total",
+            "Users whose position, read again after their live subscription settled, had moved past what arrived live; caught up from history (NATS bus)."
+        );
         describe_counter!("notify_auth_failures_total", "Refused tokens, by reason.");
         describe_gauge!(
             "notify_bus_connected",
@@ -147,6 +154,7 @@ impl Metrics {
             replayed: counter!("notify_notifications_replayed_total"),
             delivery_latency: histogram!("notify_delivery_latency_seconds"),
             live_sequence_checks: counter!("notify_live_sequence_checks_total"),
+            head_recheck_repairs: counter!("notify_head_recheck_repairs_total"),
             bus_connected: gauge!("notify_bus_connected"),
             ready: gauge!("notify_ready"),
             draining: gauge!("notify_draining"),
@@ -175,6 +183,7 @@ impl Metrics {
             &m.published,
             &m.delivered,
             &m.replayed,
+            &m.head_recheck_repairs,
             &m.jwks_refreshes,
             &m.jwks_failures,
         ]

@@ -207,6 +207,45 @@ impl UserActor {
         }));
     }
 
+    /// Reads the user's position again, once the subscription has settled
+    /// ([`crate::bus::Subscription::recheck_after`]): a newer one than the
+    /// last delivered means a notification that came neither live nor into
+    /// the head read, and history has it. Live notifications keep flowing
+    /// during the read; the catch-up itself holds them back. A failed read
+    /// is tried again later (a NATS outage ends with every user catching up
+    /// anyway): the streams stay open.
+    fn recheck_head(&mut self, ctx: &mut Context<Self>, attempt: u32) {
+        let position = self.bus.position(self.user.clone());
+        ctx.spawn(
+            position
+                .into_actor(self)
+                .map(move |result, actor, ctx| match result {
+                    Ok(head) if head > actor.delivered => {
+                        metrics().head_recheck_repairs.increment(1);
+                        tracing::debug!(
+                            head = head.0,
+                            delivered = actor.delivered.0,
+                            "a notification missed the live subscription; catching up"
+                        );
+                        actor.catch_up(ctx, None, 1);
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        let again = actor.subscription.as_ref().and_then(|s| s.recheck_after);
+                        match again {
+                            Some(after) if attempt < CATCH_UP_ATTEMPTS => {
+                                tracing::debug!(error = %e, attempt, "position re-read failed; retrying");
+                                ctx.run_later(after, move |actor, ctx| {
+                                    actor.recheck_head(ctx, attempt + 1)
+                                });
+                            }
+                            _ => tracing::warn!(error = %e, "position re-read failed; giving up"),
+                        }
+                    }
+                }),
+        );
+    }
+
     /// Sends `resume_after`'s missed notifications to one new sink.
     fn replay(&mut self, ctx: &mut Context<Self>, sink_id: u64, after: EventId) {
         let history = self.bus.history(self.user.clone(), after);
@@ -381,6 +420,9 @@ impl Actor for UserActor {
                 .map(|result, actor, ctx| match result {
                     Ok(subscription) => {
                         actor.delivered = subscription.head;
+                        if let Some(after) = subscription.recheck_after {
+                            ctx.run_later(after, |actor, ctx| actor.recheck_head(ctx, 1));
+                        }
                         actor.subscription = Some(subscription);
                     }
                     Err(e) => {
@@ -491,5 +533,122 @@ impl Handler<CloseAll> for UserActor {
     fn handle(&mut self, _: CloseAll, ctx: &mut Context<Self>) {
         self.sinks.clear();
         ctx.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::poll_fn;
+
+    use super::*;
+    use crate::bus::{BoxFuture, BusError, Subscription};
+    use crate::event::Payload;
+    use crate::frame_queue;
+    use crate::idempotency::DedupeKey;
+    use crate::slots::ConnectionSlots;
+
+    /// A bus whose subscription missed notification 6: the head read said
+    /// 5, nothing comes live, and the stored position is 6.
+    struct MissedOne;
+
+    fn event(id: u64, previous: u64) -> Event {
+        let payload =
+            Payload::from_json(format!(r#"{{"type":"t","n":{id}}}"#).as_bytes()).expect("payload");
+        sse::event(EventId(id), Some(EventId(previous)), &payload)
+    }
+
+    impl Bus for MissedOne {
+        fn subscribe(
+            &self,
+            _: UserId,
+            _: Recipient<BusMessage>,
+        ) -> BoxFuture<Result<Subscription, BusError>> {
+            Box::pin(async {
+                Ok(Subscription {
+                    head: EventId(5),
+                    guard: Box::new(()),
+                    recheck_after: Some(Duration::from_millis(1)),
+                })
+            })
+        }
+
+        fn history(&self, _: UserId, after: EventId) -> BoxFuture<Result<History, BusError>> {
+            let events = [event(5, 4), event(6, 5)]
+                .into_iter()
+                .filter(|e| e.id > after)
+                .collect();
+            Box::pin(async move {
+                Ok(History {
+                    truncated: false,
+                    events,
+                })
+            })
+        }
+
+        fn publish(
+            &self,
+            _: Vec<UserId>,
+            _: Payload,
+            _: Option<DedupeKey>,
+        ) -> BoxFuture<Result<Vec<EventId>, BusError>> {
+            Box::pin(async { Err(BusError::Unavailable) })
+        }
+
+        fn position(&self, _: UserId) -> BoxFuture<Result<EventId, BusError>> {
+            Box::pin(async { Ok(EventId(6)) })
+        }
+
+        fn is_connected(&self) -> bool {
+            true
+        }
+    }
+
+    /// The stream's next frame (a deadline instead of hanging on a miss).
+    async fn next(rx: &mut frame_queue::FrameReceiver) -> Option<Bytes> {
+        tokio::time::timeout(Duration::from_secs(10), poll_fn(|cx| rx.poll_recv(cx)))
+            .await
+            .expect("a frame")
+    }
+
+    struct Nobody;
+
+    impl OnStop for Nobody {
+        fn actor_stopping(&self, _: &UserId, _: &Addr<UserActor>) {}
+    }
+
+    #[test]
+    fn a_notification_that_missed_the_subscription_is_caught_up_once_and_in_order() {
+        actix::System::new().block_on(async {
+            let policy = StreamPolicy {
+                keepalive: Duration::from_secs(3600),
+                expiry_warning: Duration::from_secs(60),
+                max_per_user: 4,
+            };
+            let actor = UserActor::new(
+                UserId::parse("u1").expect("user id"),
+                Arc::new(MissedOne),
+                Arc::new(Nobody),
+                Arc::new(policy),
+            )
+            .start();
+            let (tx, mut rx) = frame_queue::channel(16);
+            let slot = ConnectionSlots::new(1).acquire().expect("a slot");
+            let join = Join {
+                sink_id: 1,
+                tx,
+                resume_after: None,
+                expires_at: u64::MAX,
+                connection: None,
+                slot: Arc::new(slot),
+            };
+            actor.send(join).await.expect("actor").expect("joined");
+            assert_eq!(next(&mut rx).await, Some(sse::start(EventId(5))));
+            // The re-read of the position finds 6 and catches it up.
+            assert_eq!(next(&mut rx).await, Some(event(6, 5).frame));
+            // 6 arriving live after all is not sent again; 7 follows it.
+            actor.do_send(BusMessage::Event(event(6, 5)));
+            actor.do_send(BusMessage::Event(event(7, 6)));
+            assert_eq!(next(&mut rx).await, Some(event(7, 6).frame));
+        });
     }
 }

@@ -238,6 +238,8 @@ impl Bus for EmbeddedBus {
                 user,
                 token,
             }),
+            // One lock orders the subscription and the head read.
+            recheck_after: None,
         };
         Box::pin(std::future::ready(Ok(subscription)))
     }

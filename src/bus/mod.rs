@@ -12,6 +12,7 @@ pub mod nats;
 
 use std::future::Future;
 use std::pin::Pin;
+use std::time::Duration;
 
 use actix::{Message, Recipient};
 
@@ -50,6 +51,12 @@ pub struct Subscription {
     pub head: EventId,
     /// Unsubscribes on drop.
     pub guard: Box<dyn Send>,
+    /// When set, the user's position is read again this long after the
+    /// subscription: a notification stored while the subscription was still
+    /// reaching every server may have come neither live nor into `head`
+    /// (the NATS bus, where the subscription and the head read travel
+    /// different paths). Anything found is caught up from history.
+    pub recheck_after: Option<Duration>,
 }
 
 /// Why the bus could not do something.

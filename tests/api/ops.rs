@@ -50,6 +50,7 @@ async fn metrics_are_prometheus_text_with_every_contract_series_prefixed_notify(
         "notify_notifications_published_total",
         "notify_notifications_delivered_total",
         "notify_notifications_replayed_total",
+        "notify_head_recheck_repairs_total",
         "notify_delivery_latency_seconds_bucket",
         "notify_delivery_latency_seconds_sum",
         "notify_delivery_latency_seconds_count",

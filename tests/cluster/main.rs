@@ -25,5 +25,6 @@ mod offline;
 mod opening;
 mod partition;
 mod partitioned;
+mod resuming;
 mod rolling;
 mod soft_refusal;

@@ -48,6 +48,15 @@ const REFRESH_TIMEOUT: Duration = Duration::from_secs(5);
 const DISPATCH_CAPACITY: usize = 65_536;
 /// Messages taken from the channel per turn.
 const DISPATCH_BATCH: usize = 256;
+/// When a new subscription's user position is read again, in ms, jittered
+/// ([`Subscription::recheck_after`]). The flush in `subscribe_live` only
+/// writes the `SUB` to the socket; the servers act on it, up to the stream
+/// leader's server, later, and under load (a reconnect storm) that can be
+/// after they answered the head read over the other connection. Seconds
+/// are far above that; a notification repaired this way is late, not lost.
+/// Starting after a storm's resumes (spread over the 0.5–2 s `retry:`)
+/// and spread over 3 s, the re-reads do not slow the resumes down.
+const HEAD_RECHECK_MILLIS: std::ops::Range<u64> = 3_000..6_000;
 
 /// Who receives a user's live messages on this node.
 pub(super) struct Route {
@@ -119,8 +128,11 @@ impl NatsBus {
                 entry.sid = live.sid();
             }
         }
-        // The server has the subscription once the flush returns; anything
-        // stored after the head read below arrives live.
+        // The `SUB` is on the wire once the flush returns, so nearly
+        // everything stored after the head read below arrives live. Not
+        // all: the servers may act on the `SUB` after they answered the head
+        // read (another connection) and republished a newer notification;
+        // the head is read again later for that (`HEAD_RECHECK_MILLIS`).
         // Bounded: while NATS is away a flush waits for the reconnect, and a
         // browser must get a 503 rather than a hung request.
         tokio::time::timeout(FLUSH_TIMEOUT, link.client.flush())
@@ -146,6 +158,7 @@ impl NatsBus {
                 _live: live,
                 _route: route,
             }),
+            recheck_after: Some(Duration::from_millis(fastrand::u64(HEAD_RECHECK_MILLIS))),
         })
     }
 

@@ -1,0 +1,115 @@
+//! Streams resumed with a last event id while notifications are flowing, as
+//! in a reconnect storm after a node is lost: each gets exactly what was
+//! stored after its last id (history first, then live), in order, once. A
+//! notification stored while a node's new live subscription is still
+//! reaching the NATS servers may come neither live nor in the head read;
+//! the node reads the user's position again later and catches up, and that
+//! must not send anything twice.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::join_all;
+
+use crate::helpers::note;
+use crate::support::{two_nodes, Nats, NatsClient, SseStream, USER_SUBJECT};
+
+const USERS: usize = 120;
+/// Longer than a node waits before it reads a new subscriber's position
+/// again (`HEAD_RECHECK_MILLIS`, 3–6 s), so that the last check below comes
+/// after every re-read.
+const PAST_THE_RECHECK: Duration = Duration::from_secs(7);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_resumed_during_a_publish_flow_get_exactly_what_follows_their_last_id() {
+    let nodes = two_nodes(Nats::cluster().await, &[]).await;
+    let producer = Arc::new(NatsClient::connect(nodes.nats.servers[0].port).await);
+    let users: Vec<String> = (0..USERS).map(|u| format!("resume-{u}")).collect();
+    let subject = |user: &str| format!("{USER_SUBJECT}.{user}");
+
+    // Each user's last notification before the flow: where its streams resume.
+    let mut last_seen: BTreeMap<String, u64> = BTreeMap::new();
+    for (n, user) in users.iter().enumerate() {
+        let payload = note(n).to_string();
+        let id = producer
+            .js_publish_acked(&subject(user), &format!("before-{n}"), payload.as_bytes())
+            .await;
+        last_seen.insert(user.clone(), id);
+    }
+
+    // Publishes round robin over every user until told to stop; returns
+    // each user's acknowledged ids in order.
+    let stop = Arc::new(AtomicBool::new(false));
+    let flow = {
+        let (producer, stop, users) = (producer.clone(), stop.clone(), users.clone());
+        tokio::spawn(async move {
+            let mut acked: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+            let mut n = 0usize;
+            while !stop.load(Ordering::Acquire) {
+                let user = &users[n % users.len()];
+                let payload = note(n).to_string();
+                let id = producer
+                    .js_publish_acked(
+                        &format!("{USER_SUBJECT}.{user}"),
+                        &format!("flow-{n}"),
+                        payload.as_bytes(),
+                    )
+                    .await;
+                acked.entry(user.clone()).or_default().push(id);
+                n += 1;
+            }
+            acked
+        })
+    };
+
+    // Every user resumes on each node while the flow runs: some of what it
+    // missed is replayed, some arrives live, some while its node subscribes.
+    let resumed: Vec<(String, SseStream)> = join_all(users.iter().flat_map(|user| {
+        let from = last_seen[user];
+        [&nodes.a, &nodes.b]
+            .map(|node| async move { (user.clone(), node.subscribe_from(user, from).await) })
+    }))
+    .await;
+    // Stop right after the last stream resumed: a user's last notification
+    // may be one stored while its node was subscribing, so a lost one is not
+    // revealed by a later one.
+    stop.store(true, Ordering::Release);
+    let acked = flow.await.expect("publisher");
+
+    let mut expected_in_all = 0;
+    let mut streams = Vec::with_capacity(resumed.len());
+    for (user, mut stream) in resumed {
+        let from = last_seen[&user];
+        assert_eq!(stream.start_id, Some(from), "{user}'s stream resumed");
+        let expected: Vec<u64> = acked
+            .get(&user)
+            .map(|ids| ids.iter().copied().filter(|&id| id > from).collect())
+            .unwrap_or_default();
+        expected_in_all += expected.len();
+        let got = stream.message_ids(expected.len()).await;
+        assert_eq!(got, expected, "{user}'s stream resumed after {from}");
+        streams.push((user, stream));
+    }
+    assert!(
+        expected_in_all > 0,
+        "nothing was published while the streams resumed"
+    );
+
+    // After the nodes have read every position again, one more notification
+    // per user is the next thing each stream gets: nothing came twice.
+    tokio::time::sleep(PAST_THE_RECHECK).await;
+    let mut after: BTreeMap<String, u64> = BTreeMap::new();
+    for (n, user) in users.iter().enumerate() {
+        let payload = note(n).to_string();
+        let id = producer
+            .js_publish_acked(&subject(user), &format!("after-{n}"), payload.as_bytes())
+            .await;
+        after.insert(user.clone(), id);
+    }
+    for (user, mut stream) in streams {
+        let (id, _) = stream.next_message().await;
+        assert_eq!(id, after[&user], "{user}'s next notification");
+    }
+}
