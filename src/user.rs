@@ -431,9 +431,10 @@ impl Actor for UserActor {
                     }
                 }),
         );
-        // No timer of its own: keep-alives and token deadlines are each
-        // sink's (`arm`), and a join abandoned before its stream arrived
-        // sends `StopIfIdle`.
+        // No lasting timer of the actor's own: keep-alives and token
+        // deadlines are each sink's (`arm`), the position re-read above is a
+        // one-shot, and a join abandoned before its stream arrived sends
+        // `StopIfIdle`.
     }
 
     fn stopping(&mut self, ctx: &mut Context<Self>) -> Running {
