@@ -3,14 +3,11 @@
 //! between a node's live subscription and its head read, where a message may
 //! arrive before the subscribe has finished.
 
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use futures_util::future::join_all;
 
-use crate::helpers::note;
-use crate::support::{two_nodes, Nats, NatsClient, SseStream, USER_SUBJECT};
+use crate::support::{two_nodes, Nats, NatsClient, PublishFlow, SseStream};
 
 const USERS: usize = 120;
 
@@ -20,27 +17,7 @@ async fn streams_opened_during_a_publish_flow_get_exactly_what_follows_their_sta
     let producer = Arc::new(NatsClient::connect(nodes.nats.servers[0].port).await);
     let users: Vec<String> = (0..USERS).map(|u| format!("open-{u}")).collect();
 
-    // Publishes round robin over every user until told to stop; returns
-    // each user's acknowledged ids in order.
-    let stop = Arc::new(AtomicBool::new(false));
-    let flow = {
-        let (producer, stop, users) = (producer.clone(), stop.clone(), users.clone());
-        tokio::spawn(async move {
-            let mut acked: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-            let mut n = 0usize;
-            while !stop.load(Ordering::Acquire) {
-                let user = &users[n % users.len()];
-                let subject = format!("{USER_SUBJECT}.{user}");
-                let payload = note(n).to_string();
-                let id = producer
-                    .js_publish_acked(&subject, &format!("open-{n}"), payload.as_bytes())
-                    .await;
-                acked.entry(user.clone()).or_default().push(id);
-                n += 1;
-            }
-            acked
-        })
-    };
+    let flow = PublishFlow::start(producer.clone(), users.clone(), "open");
 
     // Every user opens one stream on each node while the flow runs.
     let opened: Vec<(String, SseStream)> = join_all(users.iter().flat_map(|user| {
@@ -50,8 +27,7 @@ async fn streams_opened_during_a_publish_flow_get_exactly_what_follows_their_sta
     // Stop right after the last stream opened: a user's last notification
     // may be one that arrived while its stream was being set up, so a lost
     // one is not repaired by a later one.
-    stop.store(true, Ordering::Release);
-    let acked = flow.await.expect("publisher");
+    let acked = flow.stop().await;
     let expected_in_all: usize = opened
         .iter()
         .map(|(user, stream)| {

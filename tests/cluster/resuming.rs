@@ -7,14 +7,13 @@
 //! must not send anything twice.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::join_all;
 
 use crate::helpers::note;
-use crate::support::{two_nodes, Nats, NatsClient, SseStream, USER_SUBJECT};
+use crate::support::{two_nodes, Nats, NatsClient, PublishFlow, SseStream, USER_SUBJECT};
 
 const USERS: usize = 120;
 /// Longer than a node waits before it reads a new subscriber's position
@@ -39,30 +38,7 @@ async fn streams_resumed_during_a_publish_flow_get_exactly_what_follows_their_la
         last_seen.insert(user.clone(), id);
     }
 
-    // Publishes round robin over every user until told to stop; returns
-    // each user's acknowledged ids in order.
-    let stop = Arc::new(AtomicBool::new(false));
-    let flow = {
-        let (producer, stop, users) = (producer.clone(), stop.clone(), users.clone());
-        tokio::spawn(async move {
-            let mut acked: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-            let mut n = 0usize;
-            while !stop.load(Ordering::Acquire) {
-                let user = &users[n % users.len()];
-                let payload = note(n).to_string();
-                let id = producer
-                    .js_publish_acked(
-                        &format!("{USER_SUBJECT}.{user}"),
-                        &format!("flow-{n}"),
-                        payload.as_bytes(),
-                    )
-                    .await;
-                acked.entry(user.clone()).or_default().push(id);
-                n += 1;
-            }
-            acked
-        })
-    };
+    let flow = PublishFlow::start(producer.clone(), users.clone(), "flow");
 
     // Every user resumes on each node while the flow runs: some of what it
     // missed is replayed, some arrives live, some while its node subscribes.
@@ -75,8 +51,7 @@ async fn streams_resumed_during_a_publish_flow_get_exactly_what_follows_their_la
     // Stop right after the last stream resumed: a user's last notification
     // may be one stored while its node was subscribing, so a lost one is not
     // revealed by a later one.
-    stop.store(true, Ordering::Release);
-    let acked = flow.await.expect("publisher");
+    let acked = flow.stop().await;
 
     let mut expected_in_all = 0;
     let mut streams = Vec::with_capacity(resumed.len());
