@@ -26,17 +26,9 @@ async fn streams_resumed_during_a_publish_flow_get_exactly_what_follows_their_la
     let nodes = two_nodes(Nats::cluster().await, &[]).await;
     let producer = Arc::new(NatsClient::connect(nodes.nats.servers[0].port).await);
     let users: Vec<String> = (0..USERS).map(|u| format!("resume-{u}")).collect();
-    let subject = |user: &str| format!("{USER_SUBJECT}.{user}");
 
     // Each user's last notification before the flow: where its streams resume.
-    let mut last_seen: BTreeMap<String, u64> = BTreeMap::new();
-    for (n, user) in users.iter().enumerate() {
-        let payload = note(n).to_string();
-        let id = producer
-            .js_publish_acked(&subject(user), &format!("before-{n}"), payload.as_bytes())
-            .await;
-        last_seen.insert(user.clone(), id);
-    }
+    let last_seen = publish_one_each(&producer, &users, "before").await;
 
     let flow = PublishFlow::start(producer.clone(), users.clone(), "flow");
 
@@ -75,16 +67,30 @@ async fn streams_resumed_during_a_publish_flow_get_exactly_what_follows_their_la
     // After the nodes have read every position again, one more notification
     // per user is the next thing each stream gets: nothing came twice.
     tokio::time::sleep(PAST_THE_RECHECK).await;
-    let mut after: BTreeMap<String, u64> = BTreeMap::new();
-    for (n, user) in users.iter().enumerate() {
-        let payload = note(n).to_string();
-        let id = producer
-            .js_publish_acked(&subject(user), &format!("after-{n}"), payload.as_bytes())
-            .await;
-        after.insert(user.clone(), id);
-    }
+    let after = publish_one_each(&producer, &users, "after").await;
     for (user, mut stream) in streams {
         let (id, _) = stream.next_message().await;
         assert_eq!(id, after[&user], "{user}'s next notification");
     }
+}
+
+/// One acknowledged notification per user, in order; each user's id.
+async fn publish_one_each(
+    producer: &NatsClient,
+    users: &[String],
+    msg_id_prefix: &str,
+) -> BTreeMap<String, u64> {
+    let mut ids = BTreeMap::new();
+    for (n, user) in users.iter().enumerate() {
+        let payload = note(n).to_string();
+        let id = producer
+            .js_publish_acked(
+                &format!("{USER_SUBJECT}.{user}"),
+                &format!("{msg_id_prefix}-{n}"),
+                payload.as_bytes(),
+            )
+            .await;
+        ids.insert(user.clone(), id);
+    }
+    ids
 }
