@@ -12,8 +12,7 @@ use std::time::Duration;
 
 use futures_util::future::join_all;
 
-use crate::helpers::note;
-use crate::support::{two_nodes, Nats, NatsClient, PublishFlow, SseStream, USER_SUBJECT};
+use crate::support::{publish_note, two_nodes, Nats, NatsClient, PublishFlow, SseStream};
 
 const USERS: usize = 120;
 /// Longer than a node waits before it reads a new subscriber's position
@@ -82,14 +81,7 @@ async fn publish_one_each(
 ) -> BTreeMap<String, u64> {
     let mut ids = BTreeMap::new();
     for (n, user) in users.iter().enumerate() {
-        let payload = note(n).to_string();
-        let id = producer
-            .js_publish_acked(
-                &format!("{USER_SUBJECT}.{user}"),
-                &format!("{msg_id_prefix}-{n}"),
-                payload.as_bytes(),
-            )
-            .await;
+        let id = publish_note(producer, user, n, &format!("{msg_id_prefix}-{n}")).await;
         ids.insert(user.clone(), id);
     }
     ids

@@ -32,14 +32,8 @@ impl PublishFlow {
                 let mut n = 0usize;
                 while !stop.load(Ordering::Acquire) {
                     let user = &users[n % users.len()];
-                    let payload = note(n).to_string();
-                    let id = producer
-                        .js_publish_acked(
-                            &format!("{USER_SUBJECT}.{user}"),
-                            &format!("{msg_id_prefix}-{n}"),
-                            payload.as_bytes(),
-                        )
-                        .await;
+                    let id =
+                        publish_note(&producer, user, n, &format!("{msg_id_prefix}-{n}")).await;
                     acked.entry(user.clone()).or_default().push(id);
                     n += 1;
                 }
@@ -54,4 +48,16 @@ impl PublishFlow {
         self.stop.store(true, Ordering::Release);
         self.task.await.expect("publisher")
     }
+}
+
+/// Publishes `note(n)` to `user` over JetStream, retried until acknowledged; its id.
+pub async fn publish_note(producer: &NatsClient, user: &str, n: usize, msg_id: &str) -> u64 {
+    let payload = note(n).to_string();
+    producer
+        .js_publish_acked(
+            &format!("{USER_SUBJECT}.{user}"),
+            msg_id,
+            payload.as_bytes(),
+        )
+        .await
 }
