@@ -264,7 +264,7 @@ impl UserActor {
     }
 
     fn write_replay(&mut self, sink_id: u64, history: &History) {
-        let Some(sink) = self.sinks.iter_mut().find(|s| s.id == sink_id) else {
+        let Some(sink) = self.sink_mut(sink_id) else {
             return;
         };
         // One chunk for the whole replay: it never fills the queue by itself.
@@ -288,6 +288,10 @@ impl UserActor {
             Outcome::Full => self.cut_off(&[sink_id]),
             Outcome::Gone => self.close_sinks(&[sink_id]),
         }
+    }
+
+    fn sink_mut(&mut self, id: u64) -> Option<&mut Sink> {
+        self.sinks.iter_mut().find(|s| s.id == id)
     }
 
     fn close_sinks(&mut self, ids: &[u64]) {
@@ -338,7 +342,7 @@ impl UserActor {
     /// user: each costs memory on every idle stream.
     fn arm(&mut self, ctx: &mut Context<Self>, sink_id: u64) {
         let (keepalive, warning) = (self.policy.keepalive, self.policy.expiry_warning);
-        let Some(sink) = self.sinks.iter_mut().find(|s| s.id == sink_id) else {
+        let Some(sink) = self.sink_mut(sink_id) else {
             return;
         };
         let delay = keepalive.min(sink.deadline_in(warning));
@@ -347,7 +351,7 @@ impl UserActor {
 
     fn timer_fired(&mut self, ctx: &mut Context<Self>, sink_id: u64) {
         let warning = self.policy.expiry_warning;
-        let Some(sink) = self.sinks.iter_mut().find(|s| s.id == sink_id) else {
+        let Some(sink) = self.sink_mut(sink_id) else {
             return;
         };
         if !sink.deadline_in(warning).is_zero() {
