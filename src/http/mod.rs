@@ -135,13 +135,14 @@ where
     S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error>,
 {
     let started = Instant::now();
-    let method = req.method().clone();
-    let path = req.path().to_owned();
     let response = srv.call(req);
     async move {
         let response = response.await?;
         let status = response.status().as_u16();
         let micros = started.elapsed().as_micros() as u64;
+        // Read from the answered request: nothing is copied for a request
+        // whose line is not written.
+        let (method, path) = (response.request().method(), response.request().path());
         if status >= 400 {
             tracing::info!(target: "access", %method, %path, status, micros, "request");
         } else {
