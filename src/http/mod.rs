@@ -4,6 +4,7 @@
 //! the bus, and map typed errors to the contract's JSON errors.
 
 mod error;
+mod json_shape;
 mod ops;
 mod origin;
 mod publish;

@@ -6,6 +6,7 @@ use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::{json, value::RawValue, Map, Value};
 
+use super::json_shape::{AString, AnObject};
 use super::{bearer, ApiError, AppState};
 use crate::auth::AuthError;
 use crate::bus::BusError;
@@ -35,13 +36,13 @@ struct PublishBody<'a> {
 #[allow(dead_code)] // parsed only to check the types
 struct NotificationShape {
     #[serde(rename = "type")]
-    kind: String,
+    kind: AString,
     #[serde(default, deserialize_with = "present")]
-    title: Option<String>,
+    title: Option<AString>,
     #[serde(default, deserialize_with = "present")]
-    message: Option<String>,
+    message: Option<AString>,
     #[serde(default, deserialize_with = "present")]
-    data: Option<Map<String, Value>>,
+    data: Option<AnObject>,
 }
 
 /// An optional field that, when given, must have its type (`null` is not one).
