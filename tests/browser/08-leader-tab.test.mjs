@@ -8,7 +8,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   resources, startGateway, startProxy, launchBrowser, newTab, mintToken, publish, orderUpdate,
-  waitFor, metric,
+  waitFor, metric, waitJoined,
 } from './lib/harness.mjs';
 
 const USER = 'student-leader';
@@ -49,6 +49,7 @@ test('leader tab: one stream for three tabs, every tab gets every notification, 
   }
   await waitFor('one leader', async () => (await Promise.all(tabs.map(isLeader))).filter(Boolean).length === 1);
   await waitFor('the leader\'s stream', async () => (await metric(gw.base, 'notify_connections_open')) === 1);
+  await waitJoined(gw.base);
 
   const a = await publish(gw.base, USER, orderUpdate('accepted'));
   const b = await publish(gw.base, USER, orderUpdate('preparing'));

@@ -12,7 +12,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   resources, startTwoNodes, launchBrowser, mintToken, publish, orderUpdate, waitFor, metric,
-  libraryTab, lib, eventSourceRequests, assertNoDupIncreasing,
+  libraryTab, lib, eventSourceRequests, assertNoDupIncreasing, waitJoined,
 } from './lib/harness.mjs';
 
 const USER = 'student-client-failover';
@@ -25,6 +25,7 @@ test('client library: node dies, the next node refuses with 503 for a while, the
   const browser = await launchBrowser(res);
   const page = await libraryTab(browser, lb.base, async () => token, { backoff: { initialMs: 500, maxMs: 4000 } });
   await waitFor('the stream on node 1', async () => (await metric(node1.base, 'notify_connections_open')) === 1);
+  await waitJoined(node1.base);
 
   const a = await publish(node2.base, USER, orderUpdate('accepted'));
   assert.deepEqual(await lib.waitGot(page, 1), [a]);

@@ -10,7 +10,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  resources, startGateway, startStatic, launchBrowser, mintToken, orderUpdate, waitFor, metric,
+  resources, startGateway, startStatic, launchBrowser, mintToken, orderUpdate, waitFor, metric, waitJoined,
 } from './lib/harness.mjs';
 import {
   PLAIN_HTML, openPlain, plain, startReverseProxy, startNatsSingle, steadyPublisher,
@@ -32,6 +32,7 @@ test('plain page: a rolling restart behind a lagging load balancer loses nothing
   const browser = await launchBrowser(res);
   const page = await openPlain(browser, pages.origin, lb.base, token);
   await waitFor('the page\'s stream on node A', async () => (await metric(nodeA.base, 'notify_connections_open')) === 1);
+  await waitJoined(nodeA.base);
 
   let publishVia = nodeB.base;
   const producer = steadyPublisher(res, () => publishVia, USER,

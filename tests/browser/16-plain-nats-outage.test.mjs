@@ -8,7 +8,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  resources, startGateway, startStatic, launchBrowser, mintToken, orderUpdate, waitFor, metric, request,
+  resources, startGateway, startStatic, launchBrowser, mintToken, orderUpdate, waitFor, metric, request, waitJoined,
 } from './lib/harness.mjs';
 import {
   PLAIN_HTML, openPlain, plain, startReverseProxy, startNatsSingle, steadyPublisher,
@@ -28,6 +28,7 @@ test('plain page: a 20 s NATS outage while it reconnects, then it recovers by it
   const browser = await launchBrowser(res);
   const page = await openPlain(browser, pages.origin, lb.base, token);
   await waitFor('the page\'s stream', async () => (await metric(gw.base, 'notify_connections_open')) === 1);
+  await waitJoined(gw.base);
   const producer = steadyPublisher(res, () => gw.base, USER,
     (n) => orderUpdate('preparing', { orderNumber: `N${n}` }), { everyMs: 500, tag: 'outage' });
   await waitFor('deliveries before the outage', async () => (await plain.orders(page)).length >= 3);

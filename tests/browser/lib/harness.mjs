@@ -228,6 +228,17 @@ export async function publish(base, userId, notification) {
 }
 
 /** One value of GET /metrics (the sum over label sets), or null. */
+/**
+ * Waits until `count` streams have joined `base` at their position. The
+ * open-streams gauge counts a stream from its slot, before the user's
+ * position is read: a notification published in between is older than the
+ * stream's start, not one the stream must get. Publish after this.
+ */
+export async function waitJoined(base, count = 1) {
+  return waitFor(`${count} stream(s) joined at their position`,
+    async () => (await metric(base, 'notify_connections_total')) >= count);
+}
+
 export async function metric(base, name) {
   const res = await request(`${base}/metrics`);
   if (res.status !== 200) return null;
