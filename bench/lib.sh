@@ -86,10 +86,18 @@ free_port() {
 start_server() {
   local name=$1
   shift
+  launch_server "$name" env NOTIFY_LISTEN=127.0.0.1:0 RUST_LOG=${SERVER_RUST_LOG:-warn} "$@" "$BIN" serve
+}
+
+# launch_server NAME CMD...: runs CMD (a server that prints `listening on
+# <addr>`) pinned to SERVER_CORE, output in $BENCH_OUT/NAME.out and .log,
+# and waits for its address. Sets SERVER_PID and SERVER_URL.
+launch_server() {
+  local name=$1
+  shift
   # taskset and env exec, so $! is the server itself.
   pin_to "$SERVER_CORE"
-  "${PIN[@]}" env NOTIFY_LISTEN=127.0.0.1:0 RUST_LOG=${SERVER_RUST_LOG:-warn} "$@" \
-    "$BIN" serve >"$BENCH_OUT/$name.out" 2>"$BENCH_OUT/$name.log" &
+  "${PIN[@]}" "$@" >"$BENCH_OUT/$name.out" 2>"$BENCH_OUT/$name.log" &
   SERVER_PID=$!
   disown "$SERVER_PID" 2>/dev/null || true
   bench_pids+=("$SERVER_PID")
