@@ -43,23 +43,37 @@ pub struct EmbeddedBus {
 struct State {
     limits: HistoryLimits,
     last_id: u64,
-    /// Ids up to here may have been forgotten for users without a log (the
-    /// boot point, then the highest eviction of any dropped log).
+    /// Ids up to here may have been forgotten for users without an entry
+    /// (the boot point, then the highest eviction of any dropped entry).
     forgotten_through: EventId,
-    logs: HashMap<UserId, UserLog>,
+    /// Each user's history and live subscriber, in one entry so a publish
+    /// finds both with one lookup.
+    users: HashMap<UserId, UserEntry>,
     /// Every stored event in publish order, for age and size eviction.
     /// Entries already evicted by depth stay until compacted.
     order: VecDeque<(EventId, UserId)>,
     retained: usize,
     bytes: u64,
-    subscribers: HashMap<UserId, (u64, Recipient<BusMessage>)>,
     next_token: u64,
 }
 
-struct UserLog {
+struct UserEntry {
     events: VecDeque<Event>,
-    /// The newest id evicted from this log (or forgotten before it existed).
+    /// The newest id evicted from this log (or forgotten before the entry
+    /// existed).
     truncated_through: EventId,
+    /// The user's actor while it is subscribed, with its subscription token.
+    subscriber: Option<(u64, Recipient<BusMessage>)>,
+}
+
+impl UserEntry {
+    fn new(truncated_through: EventId) -> Self {
+        Self {
+            events: VecDeque::new(),
+            truncated_through,
+            subscriber: None,
+        }
+    }
 }
 
 struct Unsubscribe {
@@ -71,12 +85,18 @@ struct Unsubscribe {
 impl Drop for Unsubscribe {
     fn drop(&mut self) {
         let mut state = lock(&self.state);
-        if state
-            .subscribers
-            .get(&self.user)
+        let Some(entry) = state.users.get_mut(&self.user) else {
+            return;
+        };
+        if entry
+            .subscriber
+            .as_ref()
             .is_some_and(|(t, _)| *t == self.token)
         {
-            state.subscribers.remove(&self.user);
+            entry.subscriber = None;
+            if entry.events.is_empty() {
+                state.forget(&self.user);
+            }
         }
     }
 }
@@ -115,11 +135,10 @@ impl EmbeddedBus {
                 limits,
                 last_id: floor.0,
                 forgotten_through: floor,
-                logs: HashMap::new(),
+                users: HashMap::new(),
                 order: VecDeque::new(),
                 retained: 0,
                 bytes: 0,
-                subscribers: HashMap::new(),
                 next_token: 0,
             })),
         }
@@ -128,28 +147,32 @@ impl EmbeddedBus {
     /// Idempotency-Keys are the HTTP edge's (`crate::idempotency`): one
     /// process, so nothing else can publish the same key here.
     fn publish_now(&self, users: &[UserId], payload: &Payload) -> Vec<EventId> {
-        let now = Instant::now();
         let mut state = lock(&self.state);
         let ids: Vec<EventId> = users
             .iter()
             .map(|user| state.append(user, payload))
             .collect();
-        state.evict(now);
+        // The byte limit holds after every publish. Age is the sweeper's
+        // (once a second): checking it here cost a lookup of the oldest
+        // entry's user, on cold memory, per publish.
+        if state.bytes > state.limits.max_bytes {
+            state.evict(Instant::now());
+        }
         ids
     }
 
     fn history_now(&self, user: &UserId, after: EventId) -> History {
         let state = lock(&self.state);
-        let Some(log) = state.logs.get(user) else {
+        let Some(entry) = state.users.get(user) else {
             return History {
                 truncated: after < state.forgotten_through,
                 events: Vec::new(),
             };
         };
-        let first_newer = log.events.partition_point(|e| e.id <= after);
+        let first_newer = entry.events.partition_point(|e| e.id <= after);
         History {
-            truncated: after < log.truncated_through,
-            events: log.events.range(first_newer..).cloned().collect(),
+            truncated: after < entry.truncated_through,
+            events: entry.events.range(first_newer..).cloned().collect(),
         }
     }
 }
@@ -160,21 +183,20 @@ impl State {
         let id = EventId(self.last_id);
         let event = sse::event(id, None, payload);
         let size = event.frame.len() as u64;
-        if let Some((_, actor)) = self.subscribers.get(user) {
+        let forgotten = self.forgotten_through;
+        let entry = self
+            .users
+            .entry(user.clone())
+            .or_insert_with(|| UserEntry::new(forgotten));
+        if let Some((_, actor)) = &entry.subscriber {
             actor.do_send(BusMessage::Event(event.clone()));
         }
-        let forgotten = self.forgotten_through;
-        let depth = self.limits.depth;
-        let log = self.logs.entry(user.clone()).or_insert_with(|| UserLog {
-            events: VecDeque::new(),
-            truncated_through: forgotten,
-        });
-        log.events.push_back(event);
+        entry.events.push_back(event);
         self.bytes += size;
         self.retained += 1;
-        if log.events.len() > depth {
-            if let Some(old) = log.events.pop_front() {
-                log.truncated_through = old.id;
+        if entry.events.len() > self.limits.depth {
+            if let Some(old) = entry.events.pop_front() {
+                entry.truncated_through = old.id;
                 self.bytes -= old.frame.len() as u64;
                 self.retained -= 1;
             }
@@ -183,26 +205,34 @@ impl State {
         id
     }
 
+    /// Drops a user's entry (its log is empty, nobody is subscribed); what
+    /// it evicted is remembered node-wide.
+    fn forget(&mut self, user: &UserId) {
+        if let Some(entry) = self.users.remove(user) {
+            self.forgotten_through = self.forgotten_through.max(entry.truncated_through);
+        }
+    }
+
     /// Drops notifications past the age or byte limit, oldest first.
     fn evict(&mut self, now: Instant) {
         while let Some((id, user)) = self.order.front() {
-            let Some(log) = self.logs.get_mut(user) else {
+            let Some(entry) = self.users.get_mut(user) else {
                 self.order.pop_front();
                 continue;
             };
-            match log.events.front() {
+            match entry.events.front() {
                 Some(oldest) if oldest.id == *id => {
                     let expired = now.duration_since(oldest.received_at) > self.limits.max_age;
                     if !expired && self.bytes <= self.limits.max_bytes {
                         break;
                     }
-                    log.truncated_through = oldest.id;
+                    entry.truncated_through = oldest.id;
                     self.bytes -= oldest.frame.len() as u64;
                     self.retained -= 1;
-                    log.events.pop_front();
-                    if log.events.is_empty() {
-                        self.forgotten_through = self.forgotten_through.max(log.truncated_through);
-                        self.logs.remove(user);
+                    entry.events.pop_front();
+                    if entry.events.is_empty() && entry.subscriber.is_none() {
+                        let user = user.clone();
+                        self.forget(&user);
                     }
                 }
                 // Already evicted by depth.
@@ -212,10 +242,11 @@ impl State {
         }
         // Depth evictions leave stale entries behind; keep the index in proportion.
         if self.order.len() > 2 * self.retained + 1024 {
-            let logs = &self.logs;
+            let users = &self.users;
             self.order.retain(|(id, user)| {
-                logs.get(user)
-                    .is_some_and(|log| log.events.front().is_some_and(|e| e.id <= *id))
+                users
+                    .get(user)
+                    .is_some_and(|entry| entry.events.front().is_some_and(|e| e.id <= *id))
             });
         }
     }
@@ -230,7 +261,12 @@ impl Bus for EmbeddedBus {
         let mut state = lock(&self.state);
         state.next_token += 1;
         let token = state.next_token;
-        state.subscribers.insert(user.clone(), (token, to));
+        let forgotten = state.forgotten_through;
+        state
+            .users
+            .entry(user.clone())
+            .or_insert_with(|| UserEntry::new(forgotten))
+            .subscriber = Some((token, to));
         let subscription = Subscription {
             head: EventId(state.last_id),
             guard: Box::new(Unsubscribe {
