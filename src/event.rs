@@ -66,10 +66,11 @@ impl Payload {
     /// Wraps an already-parsed JSON value (see [`Payload::from_json`]).
     pub fn from_raw(value: &RawValue) -> Result<Self, InvalidPayload> {
         let text = value.get();
-        if nesting_depth(text.as_bytes()) > MAX_JSON_DEPTH {
+        let found = scan(text.as_bytes());
+        if found.deepest > MAX_JSON_DEPTH {
             return Err(InvalidPayload::TooDeep);
         }
-        Ok(if text.bytes().any(|b| b == b'\n' || b == b'\r') {
+        Ok(if found.line_break {
             let one_line: String = text
                 .chars()
                 .map(|c| if c == '\n' || c == '\r' { ' ' } else { c })
@@ -91,10 +92,21 @@ impl Payload {
     }
 }
 
-/// The deepest nesting of `[`/`{` in valid JSON text, without allocating
-/// (serde_json does not limit depth when it skips a value it keeps raw).
-fn nesting_depth(json: &[u8]) -> usize {
-    let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+/// What one pass over valid JSON text finds: the deepest nesting of
+/// `[`/`{` (serde_json does not limit depth when it skips a value it keeps
+/// raw) and whether raw CR/LF occur (only between tokens: inside a string
+/// they are invalid). Allocates nothing.
+struct Scan {
+    deepest: usize,
+    line_break: bool,
+}
+
+fn scan(json: &[u8]) -> Scan {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    let mut found = Scan {
+        deepest: 0,
+        line_break: false,
+    };
     for &b in json {
         if in_string {
             match b {
@@ -109,13 +121,14 @@ fn nesting_depth(json: &[u8]) -> usize {
             b'"' => in_string = true,
             b'[' | b'{' => {
                 depth += 1;
-                deepest = deepest.max(depth);
+                found.deepest = found.deepest.max(depth);
             }
             b']' | b'}' => depth = depth.saturating_sub(1),
+            b'\n' | b'\r' => found.line_break = true,
             _ => {}
         }
     }
-    deepest
+    found
 }
 
 /// One stored notification, as the bus hands it to a user's actor.

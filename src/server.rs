@@ -204,10 +204,9 @@ impl Application {
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
-                .wrap(http::cors(cors_origins.as_deref()))
                 .wrap_fn(http::access_log)
                 .wrap(middleware::DefaultHeaders::new().add(("X-Content-Type-Options", "nosniff")))
-                .configure(http::configure)
+                .configure(|cfg| http::configure(cfg, http::cors(cors_origins.as_deref())))
         })
         // Every transport (plain, TLS, HTTP/2) gets the handle that cuts
         // off a client that stops reading.

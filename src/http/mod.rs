@@ -69,27 +69,44 @@ impl AppState {
 }
 
 /// Registers every route; shared by the server and anything embedding it.
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::scope("/api/notifications")
-            .service(only("/subscribe", "GET").route(web::get().to(subscribe::subscribe)))
-            .service(only("/publish", "POST").route(web::post().to(publish::publish)))
-            .service(
-                only("/session", "POST, DELETE")
-                    .route(web::post().to(session::open))
-                    .route(web::delete().to(session::close)),
-            ),
-    )
-    .service(only("/healthz", "GET").route(web::get().to(ops::healthz)))
-    .service(only("/readyz", "GET").route(web::get().to(ops::readyz)))
-    .service(only("/metrics", "GET").route(web::get().to(ops::metrics_text)))
-    .service(only("/", "GET").route(web::get().to(ops::demo_page)))
-    .service(only("/leader-tab.js", "GET").route(web::get().to(ops::leader_tab_js)))
-    .service(only("/notify-client.js", "GET").route(web::get().to(ops::notify_client_js)))
-    .default_service(web::to(|| async {
-        Err::<HttpResponse, _>(ApiError::NotFound)
-    }));
+///
+/// `cors` wraps every route a browser may call. Publishing is for backends
+/// (a bearer publisher token, never a page), so its route has no CORS layer
+/// and its preflight is refused (docs/protocol.md §1.6); it is the busiest
+/// route, and the layer cost it a boxed future and a `Vary` header per call.
+pub fn configure(cfg: &mut web::ServiceConfig, cors: Cors) {
+    // Registered before the catch-all scope below, which would match it.
+    cfg.service(only(PUBLISH_PATH, "POST").route(web::post().to(publish::publish)))
+        .service(
+            web::scope("")
+                .wrap(cors)
+                .service(
+                    web::scope("/api/notifications")
+                        .service(
+                            only("/subscribe", "GET").route(web::get().to(subscribe::subscribe)),
+                        )
+                        .service(
+                            only("/session", "POST, DELETE")
+                                .route(web::post().to(session::open))
+                                .route(web::delete().to(session::close)),
+                        ),
+                )
+                .service(only("/healthz", "GET").route(web::get().to(ops::healthz)))
+                .service(only("/readyz", "GET").route(web::get().to(ops::readyz)))
+                .service(only("/metrics", "GET").route(web::get().to(ops::metrics_text)))
+                .service(only("/", "GET").route(web::get().to(ops::demo_page)))
+                .service(only("/leader-tab.js", "GET").route(web::get().to(ops::leader_tab_js)))
+                .service(
+                    only("/notify-client.js", "GET").route(web::get().to(ops::notify_client_js)),
+                )
+                .default_service(web::to(|| async {
+                    Err::<HttpResponse, _>(ApiError::NotFound)
+                })),
+        );
 }
+
+/// Where producers publish.
+const PUBLISH_PATH: &str = "/api/notifications/publish";
 
 /// A resource that answers any method it has no route for with `405` and
 /// `Allow: <allow>` (RFC 9110 §15.5.6), not with `404`: the path exists.

@@ -116,3 +116,42 @@ async fn a_wildcard_allowlist_admits_any_origin() {
         "ACAO {acao:?}"
     );
 }
+
+#[tokio::test]
+async fn publishing_is_for_backends_its_preflight_is_refused_and_it_carries_no_cors_headers() {
+    let app = in_process_app_with(&[("NOTIFY_CORS_ORIGINS", ORIGIN)]).await;
+    let mut s = app.subscribe("u1").await;
+
+    let preflight = app
+        .client
+        .request(Method::OPTIONS, app.url(PUBLISH))
+        .header("Origin", ORIGIN)
+        .header("Access-Control-Request-Method", "POST")
+        .header(
+            "Access-Control-Request-Headers",
+            "authorization, content-type",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(header(&preflight, "access-control-allow-origin"), None);
+    assert_error(preflight, 405, "method_not_allowed").await;
+
+    // A request that names an allowed origin is still served, without CORS headers.
+    let body = serde_json::json!({"userId": "u1", "notification": note(0)}).to_string();
+    let published = app
+        .publish_request(body)
+        .header("Origin", ORIGIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(published.status(), 202);
+    assert_eq!(header(&published, "access-control-allow-origin"), None);
+    assert_eq!(header(&published, "vary"), None);
+    let id: u64 = published.json::<serde_json::Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(s.next_message().await.0, id);
+}
