@@ -20,7 +20,8 @@ const MAX_AGE: Duration = Duration::from_secs(60);
 
 #[derive(Default)]
 pub(super) struct PublisherCache {
-    entries: Mutex<HashMap<Box<str>, (Publisher, Instant)>>,
+    // Tokens are long (hundreds of bytes): a fast seeded hash, not SipHash.
+    entries: Mutex<HashMap<Box<str>, (Publisher, Instant), foldhash::fast::RandomState>>,
 }
 
 impl PublisherCache {

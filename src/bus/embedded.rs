@@ -47,8 +47,9 @@ struct State {
     /// (the boot point, then the highest eviction of any dropped entry).
     forgotten_through: EventId,
     /// Each user's history and live subscriber, in one entry so a publish
-    /// finds both with one lookup.
-    users: HashMap<UserId, UserEntry>,
+    /// finds both with one lookup. Ids come from verified tokens and
+    /// producers, so a fast seeded hash serves instead of SipHash.
+    users: HashMap<UserId, UserEntry, foldhash::fast::RandomState>,
     /// Every stored event in publish order, for age and size eviction.
     /// Entries already evicted by depth stay until compacted.
     order: VecDeque<(EventId, UserId)>,
@@ -135,7 +136,7 @@ impl EmbeddedBus {
                 limits,
                 last_id: floor.0,
                 forgotten_through: floor,
-                users: HashMap::new(),
+                users: HashMap::default(),
                 order: VecDeque::new(),
                 retained: 0,
                 bytes: 0,
