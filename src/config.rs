@@ -124,7 +124,7 @@ pub struct ServeConfig {
     #[arg(long, env = "NOTIFY_HISTORY_MAX_BYTES", default_value_t = 256 << 20, value_parser = clap::value_parser!(u64).range(1024..))]
     pub history_max_bytes: u64,
 
-    /// Interval of keep-alive comments on every stream.
+    /// A stream quiet this long gets a keep-alive comment.
     #[arg(long, env = "NOTIFY_KEEPALIVE", default_value = "15s", value_parser = duration)]
     pub keepalive: Duration,
 

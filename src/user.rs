@@ -10,8 +10,8 @@
 //! `ctx.wait`: live notifications wait in the mailbox meanwhile, so each sink
 //! sees history first and then live, in id order, with no duplicate.
 
-use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use actix::prelude::*;
 use bytes::{Bytes, BytesMut};
@@ -96,6 +96,10 @@ struct Sink {
     expires_at: u64,
     /// Whether `token-expiring` has been sent.
     warned: bool,
+    /// When it was last given a notification or a keep-alive
+    /// ([`stream_clock_ms`]; it wraps after 49 days, never between two
+    /// keep-alives). It fits in padding: an idle stream costs no more.
+    last_frame_ms: u32,
     /// The sink's one timer (see [`UserActor::arm`]).
     timer: SpawnHandle,
     connection: Option<CutOffHandle>,
@@ -146,6 +150,8 @@ impl UserActor {
     }
 
     fn fan_out(&mut self, event: &Event) {
+        let now = Instant::now();
+        let now_ms = stream_clock_ms(now);
         let mut written = 0u64;
         let mut slow = Vec::new();
         let mut gone = Vec::new();
@@ -155,7 +161,10 @@ impl UserActor {
             }
             sink.cursor = event.id;
             match offer(&sink.tx, event.frame.clone()) {
-                Outcome::Sent => written += 1,
+                Outcome::Sent => {
+                    written += 1;
+                    sink.last_frame_ms = now_ms;
+                }
                 Outcome::Full => {
                     metrics().dropped(DropReason::SlowConsumer).increment(1);
                     slow.push(sink.id);
@@ -167,8 +176,10 @@ impl UserActor {
         let m = metrics();
         m.received.increment(1);
         m.delivered.increment(written);
-        m.delivery_latency
-            .record(event.received_at.elapsed().as_secs_f64());
+        m.delivery_latency.record(
+            now.saturating_duration_since(event.received_at)
+                .as_secs_f64(),
+        );
         self.cut_off(&slow);
         self.close_sinks(&gone);
     }
@@ -341,7 +352,13 @@ impl UserActor {
     /// warning or end if that comes first. One timer per stream and none per
     /// user: each costs memory on every idle stream.
     fn arm(&mut self, ctx: &mut Context<Self>, sink_id: u64) {
-        let (keepalive, warning) = (self.policy.keepalive, self.policy.expiry_warning);
+        self.arm_within(ctx, sink_id, self.policy.keepalive);
+    }
+
+    /// Arms the sink's timer for `keepalive` or its token's next deadline,
+    /// whichever comes first.
+    fn arm_within(&mut self, ctx: &mut Context<Self>, sink_id: u64, keepalive: Duration) {
+        let warning = self.policy.expiry_warning;
         let Some(sink) = self.sink_mut(sink_id) else {
             return;
         };
@@ -350,11 +367,21 @@ impl UserActor {
     }
 
     fn timer_fired(&mut self, ctx: &mut Context<Self>, sink_id: u64) {
-        let warning = self.policy.expiry_warning;
+        let (keepalive, warning) = (self.policy.keepalive, self.policy.expiry_warning);
         let Some(sink) = self.sink_mut(sink_id) else {
             return;
         };
         if !sink.deadline_in(warning).is_zero() {
+            // A keep-alive only after a whole interval without frames: a
+            // stream that carries notifications already shows proxies
+            // traffic and meets a dead peer with a write.
+            let now_ms = stream_clock_ms(Instant::now());
+            let quiet = Duration::from_millis(u64::from(now_ms.wrapping_sub(sink.last_frame_ms)));
+            if quiet < keepalive {
+                self.arm_within(ctx, sink_id, keepalive - quiet);
+                return;
+            }
+            sink.last_frame_ms = now_ms;
             match offer(&sink.tx, sse::KEEPALIVE) {
                 Outcome::Sent => {}
                 Outcome::Full => self.cut_off(&[sink_id]),
@@ -388,6 +415,14 @@ impl Sink {
             end.saturating_sub(warning)
         }
     }
+}
+
+/// Milliseconds on a process-wide clock, truncated to 32 bits: enough to
+/// tell whether a stream wrote within one keep-alive interval.
+fn stream_clock_ms(now: Instant) -> u32 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    let start = *START.get_or_init(Instant::now);
+    now.saturating_duration_since(start).as_millis() as u32
 }
 
 fn offer(tx: &FrameSender, frame: Bytes) -> Outcome {
@@ -475,6 +510,7 @@ impl Handler<Join> for UserActor {
             cursor: start,
             expires_at: join.expires_at,
             warned: false,
+            last_frame_ms: stream_clock_ms(Instant::now()),
             timer: SpawnHandle::default(),
             connection: join.connection,
             _slot: join.slot,

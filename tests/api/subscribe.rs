@@ -1,7 +1,7 @@
 //! The subscribe endpoint: response headers, the start of the stream, event
 //! framing and ids, fan-out to tabs, isolation between users, keep-alive.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -227,6 +227,53 @@ async fn keep_alive_comments_arrive_at_the_configured_interval() {
             gap >= Duration::from_millis(500) && gap <= Duration::from_secs(2),
             "keep-alive gap {gap:?} with a 1 s interval"
         );
+    }
+}
+
+#[tokio::test]
+async fn a_stream_that_carries_notifications_gets_a_keep_alive_only_after_a_quiet_interval() {
+    let app = in_process_app_with(&[("NOTIFY_KEEPALIVE", "2s")]).await;
+    let mut s = app.subscribe("u1").await;
+
+    // Every item with its arrival time: 15 notifications 200 ms apart, then
+    // quiet until the first keep-alive.
+    let mut items = Vec::new();
+    let mut published = Vec::new();
+    for n in 0..15 {
+        published.push(app.publish_n("u1", n).await);
+        loop {
+            match s.try_next_item(Duration::from_secs(5)).await {
+                Ok(Some(SseItem::Event(e))) => {
+                    items.push((Some(e.id.parse::<u64>().unwrap()), Instant::now()));
+                    break;
+                }
+                Ok(Some(SseItem::Comment { at, .. })) => items.push((None, at)),
+                other => panic!("expected a notification, got {other:?}"),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    match s.try_next_item(Duration::from_secs(6)).await {
+        Ok(Some(SseItem::Comment { text, at })) => {
+            assert_eq!(text, " keep-alive");
+            items.push((None, at));
+        }
+        other => panic!("expected a keep-alive once quiet, got {other:?}"),
+    }
+
+    let ids: Vec<u64> = items.iter().filter_map(|(id, _)| *id).collect();
+    assert_eq!(ids, published);
+    // Every keep-alive follows a silence of about the interval (the one
+    // before this change came every 2 s whatever the traffic, so within
+    // 200 ms of a notification).
+    for pair in items.windows(2) {
+        if pair[1].0.is_none() {
+            let silence = pair[1].1 - pair[0].1;
+            assert!(
+                silence >= Duration::from_secs(1),
+                "a keep-alive {silence:?} after the previous frame, with a 2 s interval"
+            );
+        }
     }
 }
 
