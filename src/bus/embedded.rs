@@ -184,11 +184,7 @@ impl State {
         let id = EventId(self.last_id);
         let event = sse::event(id, None, payload);
         let size = event.frame.len() as u64;
-        let forgotten = self.forgotten_through;
-        let entry = self
-            .users
-            .entry(user.clone())
-            .or_insert_with(|| UserEntry::new(forgotten));
+        let entry = user_entry(&mut self.users, self.forgotten_through, user);
         if let Some((_, actor)) = &entry.subscriber {
             actor.do_send(BusMessage::Event(event.clone()));
         }
@@ -253,6 +249,18 @@ impl State {
     }
 }
 
+/// `user`'s entry, made if it has none: an entry made now has lost whatever
+/// was forgotten before it (`forgotten_through`).
+fn user_entry<'a>(
+    users: &'a mut HashMap<UserId, UserEntry, foldhash::fast::RandomState>,
+    forgotten_through: EventId,
+    user: &UserId,
+) -> &'a mut UserEntry {
+    users
+        .entry(user.clone())
+        .or_insert_with(|| UserEntry::new(forgotten_through))
+}
+
 impl Bus for EmbeddedBus {
     fn subscribe(
         &self,
@@ -263,11 +271,7 @@ impl Bus for EmbeddedBus {
         state.next_token += 1;
         let token = state.next_token;
         let forgotten = state.forgotten_through;
-        state
-            .users
-            .entry(user.clone())
-            .or_insert_with(|| UserEntry::new(forgotten))
-            .subscriber = Some((token, to));
+        user_entry(&mut state.users, forgotten, &user).subscriber = Some((token, to));
         let subscription = Subscription {
             head: EventId(state.last_id),
             guard: Box::new(Unsubscribe {
