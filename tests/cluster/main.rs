@@ -21,6 +21,7 @@ mod isolation;
 mod nats_kill;
 mod nats_outage;
 mod node_kill;
+mod odd_headers;
 mod offline;
 mod opening;
 mod partition;

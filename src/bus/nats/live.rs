@@ -67,8 +67,10 @@ pub(super) struct Route {
     pub(super) sid: u64,
 }
 
-/// The online users of this node, by user id.
-pub(super) type Routes = DashMap<UserId, Route>;
+/// The online users of this node, by user id. Looked up twice per live
+/// message (on arrival and on hand-over), so with foldhash's seeded hash
+/// rather than SipHash, as the embedded bus's user map.
+pub(super) type Routes = DashMap<UserId, Route, foldhash::fast::RandomState>;
 
 /// The live connections of one bus, one per thread that subscribed;
 /// closed with the bus.

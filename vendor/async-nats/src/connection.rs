@@ -35,7 +35,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{self, AsyncRead, AsyncReadExt, AsyncWrite};
 use tracing::trace;
 
-use crate::header::{HeaderMap, HeaderName, IntoHeaderValue};
+use crate::header::{HeaderMap, HeaderName, HeaderValue};
 use crate::status::StatusCode;
 use crate::subject::Subject;
 use crate::{ClientOp, ServerError, ServerOp, Statistics};
@@ -327,7 +327,7 @@ impl Connection {
             }
 
             self.read_buf.advance(len + 2);
-            let header = self.read_buf.split_to(header_len);
+            let header = self.read_buf.split_to(header_len).freeze();
             let payload = self.read_buf.split_to(total_len - header_len).freeze();
             self.read_buf.advance(2);
 
@@ -370,7 +370,15 @@ impl Connection {
                 None
             };
 
-            let mut headers = HeaderMap::new();
+            // campusbite patch: at most one header per line, less the version line
+            // and the empty line that ends the block.
+            let mut headers = HeaderMap::with_capacity(
+                header
+                    .iter()
+                    .filter(|&&byte| byte == b'\n')
+                    .count()
+                    .saturating_sub(2),
+            );
             while let Some(line) = lines.next() {
                 if line.is_empty() {
                     continue;
@@ -383,15 +391,27 @@ impl Connection {
                 let name = HeaderName::from_str(name)
                     .map_err(|err| io::Error::new(io::ErrorKind::InvalidInput, err))?;
 
-                // Read the header value, which might have been split into multiple lines
-                // `trim_start` and `trim_end` do the same job as doing `value.trim().to_owned()` at the end, but without a reallocation
-                let mut value = value.trim_start().to_owned();
-                while let Some(v) = lines.next_if(|s| s.starts_with(char::is_whitespace)) {
-                    value.push_str(v);
-                }
-                value.truncate(value.trim_end().len());
+                // campusbite patch: a value on one line (the usual case) is a slice of
+                // the header block, not a copy; a value folded over several lines is
+                // joined into a new buffer. A stray '\r' inside a value is kept, as
+                // it arrived (lines end at '\n'), where `into_header_value` used to
+                // panic on it.
+                let value = value.trim_start();
+                let value = if lines
+                    .peek()
+                    .is_some_and(|line| line.starts_with(char::is_whitespace))
+                {
+                    let mut value = value.to_owned();
+                    while let Some(v) = lines.next_if(|s| s.starts_with(char::is_whitespace)) {
+                        value.push_str(v);
+                    }
+                    value.truncate(value.trim_end().len());
+                    Bytes::from(value)
+                } else {
+                    header.slice_ref(value.trim_end().as_bytes())
+                };
 
-                headers.append(name, value.into_header_value());
+                headers.append(name, HeaderValue::from_header_block(value));
             }
 
             trace!(
@@ -1416,5 +1436,64 @@ mod write_op {
             buffer,
             "CONNECT {\"verbose\":false,\"pedantic\":false,\"jwt\":null,\"nkey\":null,\"sig\":null,\"name\":null,\"echo\":false,\"lang\":\"Rust\",\"version\":\"1.0.0\",\"protocol\":1,\"tls_required\":false,\"user\":null,\"pass\":null,\"auth_token\":null,\"headers\":false,\"no_responders\":false}\r\n"
         );
+    }
+}
+
+// campusbite patch: the header values the reader slices, joins and keeps.
+#[cfg(test)]
+mod campusbite_header_values {
+    use std::sync::Arc;
+
+    use super::Connection;
+    use crate::{ServerOp, Statistics};
+    use tokio::io::{self, AsyncWriteExt};
+
+    async fn read_headers(block: &str) -> crate::HeaderMap {
+        let (stream, mut server) = io::duplex(1024);
+        let mut connection = Connection::new(Box::new(stream), 0, Arc::new(Statistics::default()));
+        let payload = "{}";
+        let head = format!(
+            "HMSG a.b 1 {} {}\r\n",
+            block.len(),
+            block.len() + payload.len()
+        );
+        server.write_all(head.as_bytes()).await.unwrap();
+        server.write_all(block.as_bytes()).await.unwrap();
+        server.write_all(payload.as_bytes()).await.unwrap();
+        server.write_all(b"\r\n").await.unwrap();
+        match connection.read_op().await.unwrap() {
+            Some(ServerOp::Message {
+                headers: Some(headers),
+                payload: got,
+                ..
+            }) => {
+                assert_eq!(got, payload.as_bytes());
+                headers
+            }
+            other => panic!("expected a message with headers, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn one_line_values_are_trimmed_and_repeated_names_keep_every_value() {
+        let headers = read_headers(
+            "NATS/1.0\r\nNats-Stream: S\r\nNats-Sequence:  42 \r\nX-Tag: a\r\nX-Tag: b\r\nEmpty:\r\n\r\n",
+        )
+        .await;
+        assert_eq!(headers.len(), 4);
+        assert_eq!(headers.get("Nats-Stream").unwrap().as_str(), "S");
+        assert_eq!(headers.get("Nats-Sequence").unwrap().as_str(), "42");
+        let tags: Vec<&str> = headers.get_all("X-Tag").map(|v| v.as_str()).collect();
+        assert_eq!(tags, ["a", "b"]);
+        assert_eq!(headers.get("Empty").unwrap().as_str(), "");
+    }
+
+    #[tokio::test]
+    async fn a_folded_value_is_joined_and_a_stray_carriage_return_is_kept() {
+        let headers =
+            read_headers("NATS/1.0\r\nFolded: one\r\n two\r\nOdd: a\rb\r\nLast: z\r\n\r\n").await;
+        assert_eq!(headers.get("Folded").unwrap().as_str(), "one two");
+        assert_eq!(headers.get("Odd").unwrap().as_str(), "a\rb");
+        assert_eq!(headers.get("Last").unwrap().as_str(), "z");
     }
 }

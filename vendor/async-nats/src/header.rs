@@ -22,6 +22,12 @@
 
 use std::{collections::HashMap, fmt, slice::Iter, str::FromStr};
 
+// campusbite patch: a header map is built for every message with headers
+// (a JetStream republish carries five or six) and dropped soon after; a
+// header name is a small enum, for which SipHash's DoS resistance buys
+// nothing and costs most of a lookup. foldhash is seeded per process.
+type Map = HashMap<HeaderName, Vec<HeaderValue>, foldhash::fast::RandomState>;
+
 use bytes::Bytes;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -46,7 +52,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 #[derive(Clone, PartialEq, Eq, Debug, Default)]
 pub struct HeaderMap {
-    inner: HashMap<HeaderName, Vec<HeaderValue>>,
+    inner: Map,
 }
 
 /// Helper enum for backward-compatible deserialization using serde's untagged feature
@@ -57,10 +63,10 @@ pub struct HeaderMap {
 enum HeaderMapHelper {
     // Legacy format with "inner" wrapper
     Legacy {
-        inner: HashMap<HeaderName, Vec<HeaderValue>>,
+        inner: Map,
     },
     // Proper format - direct HashMap
-    Current(HashMap<HeaderName, Vec<HeaderValue>>),
+    Current(Map),
 }
 
 impl<'de> Deserialize<'de> for HeaderMap {
@@ -131,6 +137,14 @@ impl HeaderMap {
         HeaderMap::default()
     }
 
+    // campusbite patch: the parser knows how many headers follow, so the
+    // map is allocated once instead of growing (and rehashing) twice.
+    pub(crate) fn with_capacity(capacity: usize) -> Self {
+        HeaderMap {
+            inner: Map::with_capacity_and_hasher(capacity, Default::default()),
+        }
+    }
+
     /// Returns true if the map contains no elements.
     ///
     /// # Examples
@@ -196,16 +210,11 @@ impl HeaderMap {
     /// headers.append("Key", "Value");
     /// headers.append("Key", "Another");
     pub fn append<K: IntoHeaderName, V: IntoHeaderValue>(&mut self, name: K, value: V) {
-        let key = name.into_header_name();
-        let v = self.inner.get_mut(&key);
-        match v {
-            Some(v) => {
-                v.push(value.into_header_value());
-            }
-            None => {
-                self.insert(key, value.into_header_value());
-            }
-        }
+        // campusbite patch: one lookup (the entry) instead of two (get_mut, then insert).
+        self.inner
+            .entry(name.into_header_name())
+            .or_default()
+            .push(value.into_header_value());
     }
 
     /// Gets a value for a given key. If key is not found, [Option::None] is returned.
@@ -273,7 +282,7 @@ impl HeaderMap {
             for v in vs.iter() {
                 buf.extend_from_slice(k.as_str().as_bytes());
                 buf.extend_from_slice(b": ");
-                buf.extend_from_slice(v.inner.as_bytes());
+                buf.extend_from_slice(&v.inner);
                 buf.extend_from_slice(b"\r\n");
             }
         }
@@ -293,10 +302,49 @@ impl HeaderMap {
 /// headers.insert("Key", "Value");
 /// headers.insert("Another", "AnotherValue");
 /// ```
-#[derive(Clone, PartialEq, Eq, Debug, Default, Serialize, Deserialize)]
-#[serde(transparent)]
+// campusbite patch: the value is `Bytes` instead of a `String`, so a value the
+// parser reads is a slice of the message's header block (which the payload
+// already keeps alive), not an allocation and a copy per header. Invariant:
+// the bytes are UTF-8 without '\n' (and, unless parsed from the wire, without
+// '\r'); the public API is unchanged.
+#[derive(Clone, PartialEq, Eq, Default)]
 pub struct HeaderValue {
-    inner: String,
+    inner: Bytes,
+}
+
+impl HeaderValue {
+    fn from_string(value: String) -> Self {
+        Self {
+            inner: Bytes::from(value),
+        }
+    }
+
+    /// A value read from a header block: UTF-8 (the caller checked the
+    /// block and cut it at character boundaries), without '\n'.
+    pub(crate) fn from_header_block(inner: Bytes) -> Self {
+        debug_assert!(std::str::from_utf8(&inner).is_ok_and(|s| !s.contains('\n')));
+        Self { inner }
+    }
+}
+
+impl fmt::Debug for HeaderValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HeaderValue")
+            .field("inner", &self.as_str())
+            .finish()
+    }
+}
+
+impl Serialize for HeaderValue {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for HeaderValue {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer).map(HeaderValue::from_string)
+    }
 }
 
 impl fmt::Display for HeaderValue {
@@ -319,65 +367,49 @@ impl AsRef<str> for HeaderValue {
 
 impl From<i16> for HeaderValue {
     fn from(v: i16) -> Self {
-        Self {
-            inner: v.to_string(),
-        }
+        Self::from_string(v.to_string())
     }
 }
 
 impl From<i32> for HeaderValue {
     fn from(v: i32) -> Self {
-        Self {
-            inner: v.to_string(),
-        }
+        Self::from_string(v.to_string())
     }
 }
 
 impl From<i64> for HeaderValue {
     fn from(v: i64) -> Self {
-        Self {
-            inner: v.to_string(),
-        }
+        Self::from_string(v.to_string())
     }
 }
 
 impl From<isize> for HeaderValue {
     fn from(v: isize) -> Self {
-        Self {
-            inner: v.to_string(),
-        }
+        Self::from_string(v.to_string())
     }
 }
 
 impl From<u16> for HeaderValue {
     fn from(v: u16) -> Self {
-        Self {
-            inner: v.to_string(),
-        }
+        Self::from_string(v.to_string())
     }
 }
 
 impl From<u32> for HeaderValue {
     fn from(v: u32) -> Self {
-        Self {
-            inner: v.to_string(),
-        }
+        Self::from_string(v.to_string())
     }
 }
 
 impl From<u64> for HeaderValue {
     fn from(v: u64) -> Self {
-        Self {
-            inner: v.to_string(),
-        }
+        Self::from_string(v.to_string())
     }
 }
 
 impl From<usize> for HeaderValue {
     fn from(v: usize) -> Self {
-        Self {
-            inner: v.to_string(),
-        }
+        Self::from_string(v.to_string())
     }
 }
 
@@ -386,9 +418,7 @@ impl FromStr for HeaderValue {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         validate_header_value(s)?;
-        Ok(HeaderValue {
-            inner: s.to_string(),
-        })
+        Ok(Self::from_string(s.to_string()))
     }
 }
 
@@ -398,9 +428,7 @@ impl From<&str> for HeaderValue {
             validate_header_value(v).is_ok(),
             "invalid header value: cannot contain '\\r' or '\\n'"
         );
-        Self {
-            inner: v.to_string(),
-        }
+        Self::from_string(v.to_string())
     }
 }
 
@@ -410,7 +438,7 @@ impl From<String> for HeaderValue {
             validate_header_value(&inner).is_ok(),
             "invalid header value: cannot contain '\\r' or '\\n'"
         );
-        Self { inner }
+        Self::from_string(inner)
     }
 }
 
@@ -420,7 +448,9 @@ impl HeaderValue {
     }
 
     pub fn as_str(&self) -> &str {
-        self.inner.as_str()
+        // SAFETY: every constructor takes a `str` or, for `from_header_block`,
+        // a slice of one on character boundaries.
+        unsafe { std::str::from_utf8_unchecked(&self.inner) }
     }
 }
 
