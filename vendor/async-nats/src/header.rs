@@ -62,9 +62,7 @@ pub struct HeaderMap {
 #[serde(untagged)]
 enum HeaderMapHelper {
     // Legacy format with "inner" wrapper
-    Legacy {
-        inner: Map,
-    },
+    Legacy { inner: Map },
     // Proper format - direct HashMap
     Current(Map),
 }
