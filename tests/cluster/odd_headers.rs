@@ -5,43 +5,10 @@
 //! delivery on that connection): the notification is delivered, and so is
 //! every one after it.
 
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
-
 use crate::helpers::note;
-use crate::support::{new_secret, start_node, users, Nats, NatsClient, USER_SUBJECT};
-
-/// Publishes `payload` to `subject` with `headers` over the NATS protocol
-/// itself (the client library refuses such a header value), as the test
-/// producer, and waits for the server's PONG so it has been processed.
-async fn raw_hpub(port: u16, subject: &str, headers: &str, payload: &str) {
-    let stream = TcpStream::connect(("127.0.0.1", port))
-        .await
-        .expect("connect to NATS");
-    let mut stream = BufReader::new(stream);
-    let mut line = String::new();
-    stream.read_line(&mut line).await.expect("INFO");
-    assert!(line.starts_with("INFO "), "{line}");
-    let who = &users().producer;
-    let connect = serde_json::json!({
-        "verbose": false, "pedantic": false, "headers": true, "protocol": 1,
-        "user": who.user, "pass": who.password,
-    });
-    let block = format!("NATS/1.0\r\n{headers}\r\n\r\n");
-    let frame = format!(
-        "CONNECT {connect}\r\nHPUB {subject} {} {}\r\n{block}{payload}\r\nPING\r\n",
-        block.len(),
-        block.len() + payload.len()
-    );
-    stream
-        .get_mut()
-        .write_all(frame.as_bytes())
-        .await
-        .expect("write to NATS");
-    line.clear();
-    stream.read_line(&mut line).await.expect("NATS answers");
-    assert_eq!(line, "PONG\r\n", "the server took the message");
-}
+use crate::support::{
+    nats::raw_session, new_secret, start_node, users, Nats, NatsClient, USER_SUBJECT,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_header_value_with_a_bare_carriage_return_is_delivered_and_live_delivery_goes_on() {
@@ -50,15 +17,24 @@ async fn a_header_value_with_a_bare_carriage_return_is_delivered_and_live_delive
     let mut stream = node.subscribe("u1").await;
     let first = node.publish_n_expecting(&mut stream, "u1", 1).await;
 
+    // Over the NATS protocol itself: the client library refuses such a value.
     let subject = format!("{USER_SUBJECT}.u1");
     let odd = note(2).to_string();
-    raw_hpub(
-        nats.servers[0].port,
-        &subject,
-        "Nats-Msg-Id: odd-1\r\nX-Odd: a\rb",
-        &odd,
-    )
-    .await;
+    let block = "NATS/1.0\r\nNats-Msg-Id: odd-1\r\nX-Odd: a\rb\r\n\r\n";
+    let hpub = format!(
+        "HPUB {subject} {} {}\r\n{block}{odd}\r\n",
+        block.len(),
+        block.len() + odd.len()
+    );
+    let port = nats.servers[0].port;
+    let producer = &users().producer;
+    let credentials = (producer.user.clone(), producer.password.clone());
+    let refusals = tokio::task::spawn_blocking(move || {
+        raw_session(port, Some((&credentials.0, &credentials.1)), &hpub)
+    })
+    .await
+    .expect("the raw session");
+    assert_eq!(refusals, "", "the server took the message");
     let (id, data) = stream.next_message().await;
     assert_eq!(
         (id, data),
