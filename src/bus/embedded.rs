@@ -49,7 +49,7 @@ struct State {
     /// Each user's history and live subscriber, in one entry so a publish
     /// finds both with one lookup. Ids come from verified tokens and
     /// producers, so a fast seeded hash serves instead of SipHash.
-    users: HashMap<UserId, UserEntry, foldhash::fast::RandomState>,
+    users: Users,
     /// Every stored event in publish order, for age and size eviction.
     /// Entries already evicted by depth stay until compacted.
     order: VecDeque<(EventId, UserId)>,
@@ -57,6 +57,8 @@ struct State {
     bytes: u64,
     next_token: u64,
 }
+
+type Users = HashMap<UserId, UserEntry, foldhash::fast::RandomState>;
 
 struct UserEntry {
     events: VecDeque<Event>,
@@ -252,7 +254,7 @@ impl State {
 /// `user`'s entry, made if it has none: an entry made now has lost whatever
 /// was forgotten before it (`forgotten_through`).
 fn user_entry<'a>(
-    users: &'a mut HashMap<UserId, UserEntry, foldhash::fast::RandomState>,
+    users: &'a mut Users,
     forgotten_through: EventId,
     user: &UserId,
 ) -> &'a mut UserEntry {
