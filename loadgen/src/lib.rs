@@ -6,13 +6,16 @@
 //! stdout per run; progress on stderr.
 //!
 //! Users are `lg-<run>-<n>` for `n` in `0..run_users`; notification `seq`
-//! goes to user `seq % run_users` (unicast), or to every user (`--batch`).
+//! goes to one user, each once per `run_users` notifications, in an order
+//! that spreads consecutive ones over the subscriber processes
+//! ([`order::UserOrder`]), or to every user (`--batch`).
 //! Several processes can share a run (`--run-id`, `--role`, `--user-offset`,
 //! `--users`, `--run-users`): each subscriber process knows from these
 //! alone what it must receive.
 
 pub mod nats_access;
 pub mod net;
+pub mod order;
 pub mod publish;
 pub mod stats;
 pub mod sub;
@@ -28,6 +31,7 @@ use clap::{Args, ValueEnum};
 use serde_json::{json, Value};
 
 use self::net::Target;
+use self::order::UserOrder;
 use self::publish::{PublishPlan, PublishStats, Via};
 use self::stats::{latency_summary, round, Samples};
 use self::sub::{Plan, Shared, StreamSpec};
@@ -274,6 +278,7 @@ async fn run_async(args: LoadgenArgs) -> Result<Value, String> {
     let plan = Arc::new(Plan {
         flavor: args.flavor,
         run_users,
+        order: UserOrder::new(run_users),
         batch: args.batch,
         targets: targets.clone(),
         resume_targets,
@@ -560,19 +565,26 @@ async fn run_async(args: LoadgenArgs) -> Result<Value, String> {
 }
 
 /// Notifications one stream of user `u` must receive.
-fn expected_for_user(args: &LoadgenArgs, run_users: u64, count: u64, u: u64) -> u64 {
+fn expected_for_user(
+    args: &LoadgenArgs,
+    order: &UserOrder,
+    run_users: u64,
+    count: u64,
+    u: u64,
+) -> u64 {
     if args.batch {
         count
     } else {
-        count / run_users + u64::from(u < count % run_users)
+        count / run_users + u64::from(order.position(u) < count % run_users)
     }
 }
 
 /// What the opened streams must receive in all. Streams that failed to open
 /// are reported as failed, not as loss.
 fn expected_total(args: &LoadgenArgs, run_users: u64, count: u64, shared: &Shared) -> u64 {
+    let order = UserOrder::new(run_users);
     let all: u64 = (args.user_offset..args.user_offset + args.users)
-        .map(|u| expected_for_user(args, run_users, count, u) * args.tabs)
+        .map(|u| expected_for_user(args, &order, run_users, count, u) * args.tabs)
         .sum();
     let planned = args.users * args.tabs;
     let opened = shared.opened.load(Relaxed);

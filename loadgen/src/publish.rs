@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 
 use super::net::{self, Target};
+use super::order::UserOrder;
 use super::{unix_nanos, user_id, Flavor};
 
 /// How notifications leave the load generator.
@@ -87,6 +88,7 @@ struct Schedule {
     items_per_batch: u64,
     total: u64,
     next: AtomicU64,
+    order: UserOrder,
 }
 
 impl Schedule {
@@ -106,6 +108,7 @@ impl Schedule {
             start: Instant::now(),
             wall_start_ns: unix_nanos(),
             next: AtomicU64::new(0),
+            order: UserOrder::new(plan.run_users),
             plan,
         }
     }
@@ -128,7 +131,7 @@ impl Schedule {
             // Every part of a batch carries the batch's scheduled time.
             (users, Some(self.wall_start_ns + offset.as_nanos() as u64))
         } else {
-            let u = seq % self.plan.run_users;
+            let u = self.order.user(seq);
             (u..u + 1, None)
         };
         Some(Item {

@@ -13,6 +13,7 @@ use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::net::{self, Framing, ResponseHead, Target};
+use super::order::UserOrder;
 use super::wire::{ChunkedDecoder, SseEvent, SseParser};
 use super::{unix_nanos, Flavor};
 
@@ -20,8 +21,10 @@ use super::{unix_nanos, Flavor};
 #[derive(Debug)]
 pub struct Plan {
     pub flavor: Flavor,
-    /// Users of the whole run: notification `n` goes to user `n % run_users`.
+    /// Users of the whole run: notification `n` goes to user
+    /// `order.user(n)`, once per round of `run_users` notifications.
     pub run_users: u64,
+    pub order: UserOrder,
     pub batch: bool,
     pub targets: Vec<Target>,
     pub resume_targets: Vec<Target>,
@@ -145,7 +148,7 @@ impl Tracker {
         let k = if plan.batch {
             d.seq
         } else {
-            if d.seq % plan.run_users != self.user_index {
+            if plan.order.user(d.seq) != self.user_index {
                 shared.misrouted.fetch_add(1, Relaxed);
                 return;
             }
