@@ -397,6 +397,7 @@ async fn run_async(args: LoadgenArgs) -> Result<Value, String> {
     };
 
     // 3. Waiting for deliveries (and resumes).
+    let expected_all = expected_all(&args, &plan.order, run_users, count);
     if subscribing && (count > 0 || args.expect_resumed > 0) {
         let wait_start = Instant::now();
         let mut last_seen = (u64::MAX, u64::MAX);
@@ -404,7 +405,7 @@ async fn run_async(args: LoadgenArgs) -> Result<Value, String> {
         loop {
             let delivered = shared.delivered.load(Relaxed);
             let resumed = shared.resumed.load(Relaxed);
-            let complete = delivered >= expected_total(&args, run_users, count, &shared)
+            let complete = delivered >= expected_total(&args, expected_all, &shared)
                 && resumed >= args.expect_resumed
                 && (!args.reconnect
                     || shared.up.load(Relaxed) as u64 >= shared.opened.load(Relaxed));
@@ -439,7 +440,7 @@ async fn run_async(args: LoadgenArgs) -> Result<Value, String> {
 
     // 4. The report.
     let expected_total = if subscribing {
-        expected_total(&args, run_users, count, &shared)
+        expected_total(&args, expected_all, &shared)
     } else {
         0
     };
@@ -564,28 +565,23 @@ async fn run_async(args: LoadgenArgs) -> Result<Value, String> {
     }))
 }
 
-/// Notifications one stream of user `u` must receive.
-fn expected_for_user(
-    args: &LoadgenArgs,
-    order: &UserOrder,
-    run_users: u64,
-    count: u64,
-    u: u64,
-) -> u64 {
-    if args.batch {
-        count
+/// What every stream of this process must receive, in all, if every one
+/// opens. Fixed for the run, so computed once: it visits every user.
+fn expected_all(args: &LoadgenArgs, order: &UserOrder, run_users: u64, count: u64) -> u64 {
+    let users = args.user_offset..args.user_offset + args.users;
+    let per_stream: u64 = if args.batch {
+        count * args.users
     } else {
-        count / run_users + u64::from(order.position(u) < count % run_users)
-    }
+        users
+            .map(|u| count / run_users + u64::from(order.position(u) < count % run_users))
+            .sum()
+    };
+    per_stream * args.tabs
 }
 
-/// What the opened streams must receive in all. Streams that failed to open
-/// are reported as failed, not as loss.
-fn expected_total(args: &LoadgenArgs, run_users: u64, count: u64, shared: &Shared) -> u64 {
-    let order = UserOrder::new(run_users);
-    let all: u64 = (args.user_offset..args.user_offset + args.users)
-        .map(|u| expected_for_user(args, &order, run_users, count, u) * args.tabs)
-        .sum();
+/// What the opened streams must receive in all (`all`: [`expected_all`]).
+/// Streams that failed to open are reported as failed, not as loss.
+fn expected_total(args: &LoadgenArgs, all: u64, shared: &Shared) -> u64 {
     let planned = args.users * args.tabs;
     let opened = shared.opened.load(Relaxed);
     if opened >= planned || planned == 0 {
