@@ -3,7 +3,7 @@
 //! shipped permission model ([`crate::nats_auth`]), and a producer's NATS
 //! client on `async-nats`.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -652,9 +652,9 @@ pub async fn next_msg(sub: &mut async_nats::Subscriber) -> async_nats::Message {
 
 /// A raw NATS protocol session: CONNECT with `credentials`, then `commands`,
 /// then PING; returns every line the server sent until its PONG (or until it
-/// closed the connection). Raw, so that each refusal is seen exactly as the
-/// server states it, and so that a test can send what the client library
-/// refuses to build. Blocking.
+/// closed the connection), a delivered message as its `MSG`/`HMSG` line only.
+/// Raw, so that each refusal is seen exactly as the server states it, and so
+/// that a test can send what the client library refuses to build. Blocking.
 pub fn raw_session(port: u16, credentials: Option<(&str, &str)>, commands: &str) -> String {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
     stream
@@ -665,7 +665,7 @@ pub fn raw_session(port: u16, credentials: Option<(&str, &str)>, commands: &str)
     reader.read_line(&mut info).expect("INFO line");
     assert!(info.starts_with("INFO "), "expected INFO, got {info:?}");
     let mut connect = serde_json::json!({
-        "verbose": false, "pedantic": false, "protocol": 1, "headers": true, "name": "permissions-test"
+        "verbose": false, "pedantic": false, "protocol": 1, "headers": true, "name": "raw-session"
     });
     if let Some((user, pass)) = credentials {
         connect["user"] = user.into();
@@ -682,9 +682,20 @@ pub fn raw_session(port: u16, credentials: Option<(&str, &str)>, commands: &str)
             Ok(_) => {}
         }
         if line.starts_with("MSG ") || line.starts_with("HMSG ") {
-            // Skip the payload line of a delivered message.
-            let mut payload = String::new();
-            let _ = reader.read_line(&mut payload);
+            // Skip the delivered message's body: its last field is the byte
+            // count (headers included for HMSG), and a header block spans
+            // several lines, so the body is skipped by size, not by line.
+            let size: usize = line
+                .split_whitespace()
+                .last()
+                .and_then(|n| n.parse().ok())
+                .expect("a MSG/HMSG line ends with its size");
+            seen.push_str(&line);
+            let mut body = vec![0; size + 2];
+            if reader.read_exact(&mut body).is_err() {
+                break;
+            }
+            continue;
         }
         if line == "PONG\r\n" {
             break;
