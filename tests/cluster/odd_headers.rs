@@ -27,8 +27,8 @@ async fn a_header_value_with_a_bare_carriage_return_is_delivered_and_live_delive
         block.len() + odd.len()
     );
     let port = nats.servers[0].port;
-    let producer = &users().producer;
-    let credentials = (producer.user.clone(), producer.password.clone());
+    let account = &users().producer;
+    let credentials = (account.user.clone(), account.password.clone());
     let refusals = tokio::task::spawn_blocking(move || {
         raw_session(port, Some((&credentials.0, &credentials.1)), &hpub)
     })
@@ -42,13 +42,14 @@ async fn a_header_value_with_a_bare_carriage_return_is_delivered_and_live_delive
         "the odd message, live, with the stream's next sequence"
     );
 
-    let producer = NatsClient::connect(nats.servers[0].port).await;
+    let producer = NatsClient::connect(port).await;
+    let next = note(3).to_string();
     let after = producer
-        .js_publish_acked(&subject, "after-odd", note(3).to_string().as_bytes())
+        .js_publish_acked(&subject, "after-odd", next.as_bytes())
         .await;
     assert_eq!(
         stream.next_message().await,
-        (after, note(3).to_string()),
+        (after, next),
         "the next notification, live"
     );
 }
